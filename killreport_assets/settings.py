@@ -1,0 +1,165 @@
+"""Every environment variable the program reads, parsed and validated in one place.
+
+A wrong value stops the program at start with a message that names the variable and says what
+would be valid, instead of surfacing later as an obscure failure deep inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_ESI_BASE_URL = "https://esi.evetech.net"
+DEFAULT_ESI_CONTACT = "+https://github.com/killreport/killreport_assets"
+DEFAULT_DATABASE_FILE = "killreport.db"
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class StepTimeouts:
+    """How long each ESI step may take before its asset fails (seconds)."""
+
+    alliances: float = 30 * 60
+    alliance_corporations: float = 60 * 60
+    corporations: float = 90 * 60
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    rabbitmq_url: str | None = None
+    esi_base_url: str = DEFAULT_ESI_BASE_URL
+    esi_contact: str = DEFAULT_ESI_CONTACT
+    esi_max_rps: float = 50.0
+    esi_concurrency: int = 20
+    embedded_workers: int = 20
+    schedule_hour: int = 2
+    step_timeouts: StepTimeouts = field(default_factory=StepTimeouts)
+    stall_timeout: float = 10 * 60
+    progress_interval: float = 30.0
+    failure_threshold: float = 0.01
+
+    @property
+    def embedded(self) -> bool:
+        return self.rabbitmq_url is None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        return cls(
+            database_url=reader.get("KILLREPORT_DATABASE_URL", _database_url, default_database_url(env)),
+            rabbitmq_url=reader.get("KILLREPORT_RABBITMQ_URL", _amqp_url, None),
+            esi_base_url=reader.get("KILLREPORT_ESI_BASE_URL", _http_url, DEFAULT_ESI_BASE_URL),
+            esi_contact=reader.get("KILLREPORT_ESI_CONTACT", _non_empty, DEFAULT_ESI_CONTACT),
+            esi_max_rps=reader.get("KILLREPORT_ESI_MAX_RPS", _positive(float), 50.0),
+            esi_concurrency=reader.get("KILLREPORT_ESI_CONCURRENCY", _positive(int), 20),
+            embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", _positive(int), 20),
+            schedule_hour=reader.get("KILLREPORT_SCHEDULE_HOUR", _hour, 2),
+            step_timeouts=StepTimeouts(
+                alliances=reader.get("KILLREPORT_ALLIANCES_TIMEOUT_MINUTES", _minutes, 30 * 60),
+                alliance_corporations=reader.get(
+                    "KILLREPORT_ALLIANCE_CORPORATIONS_TIMEOUT_MINUTES", _minutes, 60 * 60
+                ),
+                corporations=reader.get("KILLREPORT_CORPORATIONS_TIMEOUT_MINUTES", _minutes, 90 * 60),
+            ),
+            stall_timeout=reader.get("KILLREPORT_STALL_TIMEOUT_SECONDS", _positive(float), 600.0),
+            progress_interval=reader.get("KILLREPORT_PROGRESS_INTERVAL_SECONDS", _positive(float), 30.0),
+            failure_threshold=reader.get("KILLREPORT_FAILURE_THRESHOLD", _fraction, 0.01),
+        )
+
+
+def default_database_url(environ: Mapping[str, str]) -> str:
+    """SQLite in `$DAGSTER_HOME` when set (so the UI and CLI share it), else the working directory."""
+    home = environ.get("DAGSTER_HOME")
+    folder = Path(home) if home else Path.cwd()
+    return f"sqlite:///{(folder / DEFAULT_DATABASE_FILE).resolve()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._env = environ
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (TypeError, ValueError) as exc:
+            shown = redact_url(raw) if "://" in raw else raw
+            raise SettingsError(f"{name}={shown!r} is invalid: {exc}") from None
+
+
+def _non_empty(raw: str) -> str:
+    return raw
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"expected a positive {kind.__name__}") from None
+        if not value > 0:  # type: ignore[operator]
+            raise ValueError(f"expected a positive {kind.__name__}")
+        return value
+
+    return parse
+
+
+def _minutes(raw: str) -> float:
+    return _positive(float)(raw) * 60
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < 1:
+        raise ValueError("expected a fraction between 0 and 1, e.g. 0.01 for 1%")
+    return value
+
+
+def _hour(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 23:
+        raise ValueError("expected an hour of the day, 0-23 (UTC)")
+    return value
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL such as https://esi.evetech.net")
+    return raw.rstrip("/")
+
+
+def _amqp_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError("expected an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2F")
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    scheme = urlsplit(raw).scheme.split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres", "sqlite"):
+        raise ValueError("expected postgresql://user:pass@host:port/db or sqlite:///path/to/file.db")
+    return raw

@@ -1,0 +1,103 @@
+"""Engines and schema migrations for the application database (PostgreSQL or SQLite).
+
+Migrations run automatically and idempotently whenever a process opens the database, and by
+`killreport migrate`. Concurrent starters (the Dagster run and several workers) serialise on a
+PostgreSQL advisory lock so that only one of them upgrades the schema.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from killreport_assets.settings import redact_url
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill": any constant shared by every process of this program
+
+_migrated: set[str] = set()
+_migrated_lock = threading.Lock()
+
+
+class DatabaseError(RuntimeError):
+    """The application database cannot be reached or prepared; the message says which and how to fix."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept plain libpq-style URLs: SQLAlchemy 2.1 maps bare `postgresql://` to psycopg 3, which we
+    do not ship, so choose the psycopg2 driver explicitly."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
+    """An engine for `url` with the schema migrated to the latest revision."""
+    engine = _engine(url, pool_size=pool_size)
+    with _migrated_lock:
+        if url not in _migrated:
+            migrate(engine)
+            _migrated.add(url)
+    return engine
+
+
+def _engine(url: str, *, pool_size: int) -> sa.Engine:
+    real_url = sqlalchemy_url(url)
+    if real_url.startswith("sqlite"):
+        path = sa.engine.make_url(real_url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(real_url, connect_args={"timeout": 60, "check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(
+        real_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 10, "application_name": "killreport_assets"},
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the UI and checks read while a refresh writes; NORMAL sync is durable enough with WAL.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def migrate(engine: sa.Engine) -> str | None:
+    """Upgrade the schema to the newest revision; returns the revision now in place."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = connection
+            if current_revision(connection) != head_revision():
+                command.upgrade(config, "head")
+            return current_revision(connection)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot open the application database {redact_url(str(engine.url))}: {exc.orig}. "
+            "Check KILLREPORT_DATABASE_URL and that the server is running."
+        ) from exc
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -1,0 +1,150 @@
+"""The database schema: the contract's tables plus history, the refresh ledger and the ESI cache.
+
+One SQLAlchemy Core metadata serves PostgreSQL (production) and SQLite (embedded default). Alembic
+migrations in `migrations/` create and evolve it; this module is what the code reads and writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""64-bit IDs; SQLite's INTEGER is already 64-bit and only INTEGER PRIMARY KEY is a rowid alias."""
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes in and out on both dialects (SQLite would otherwise hand back naive ones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: timestamps must be timezone-aware UTC")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+UTC_TIME = UtcDateTime()
+
+alliances = sa.Table(
+    "alliances",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("ticker", sa.Text, nullable=False),
+    sa.Column("date_founded", UTC_TIME),
+    sa.Column("creator_corporation_id", ID),
+    sa.Column("creator_id", ID),
+    sa.Column("executor_corporation_id", ID),
+    sa.Column("faction_id", ID),
+    sa.Column("corporation_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("member_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
+    sa.Column("closed_at", UTC_TIME),
+)
+
+corporations = sa.Table(
+    "corporations",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("ticker", sa.Text, nullable=False),
+    sa.Column("member_count", sa.BigInteger, nullable=False),
+    sa.Column("ceo_id", ID),
+    sa.Column("creator_id", ID),
+    sa.Column("date_founded", UTC_TIME),
+    sa.Column("description", sa.Text),
+    sa.Column("alliance_id", ID),
+    sa.Column("faction_id", ID),
+    sa.Column("home_station_id", ID),
+    sa.Column("shares", sa.BigInteger),
+    sa.Column("tax_rate", sa.Float, nullable=False),
+    sa.Column("url", sa.Text),
+    sa.Column("war_eligible", sa.Boolean),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
+    sa.Column("closed_at", UTC_TIME),
+    sa.Index("ix_corporations_alliance_id", "alliance_id"),
+)
+
+alliance_corporations = sa.Table(
+    "alliance_corporations",
+    metadata,
+    sa.Column("alliance_id", ID, primary_key=True, autoincrement=False),
+    sa.Column("corporation_id", ID, primary_key=True, autoincrement=False),
+    sa.Column("first_seen_at", UTC_TIME, nullable=False),
+    sa.Index("ix_alliance_corporations_corporation_id", "corporation_id"),
+)
+
+membership_history = sa.Table(
+    "alliance_membership_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alliance_id", ID, nullable=False),
+    sa.Column("corporation_id", ID, nullable=False),
+    sa.Column("event", sa.String(8), nullable=False),  # 'joined' | 'left'
+    sa.Column("observed_at", UTC_TIME, nullable=False),
+    sa.Column("refresh_id", sa.String(64), nullable=False),
+    sa.Index("ix_alliance_membership_history_corporation", "corporation_id", "observed_at"),
+    sa.Index("ix_alliance_membership_history_alliance", "alliance_id", "observed_at"),
+)
+
+alliance_snapshots = sa.Table(
+    "alliance_snapshots",
+    metadata,
+    sa.Column("alliance_id", ID, primary_key=True, autoincrement=False),
+    sa.Column("snapshot_date", sa.Date, primary_key=True),
+    sa.Column("member_count", sa.BigInteger, nullable=False),
+    sa.Column("corporation_count", sa.Integer, nullable=False),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Index("ix_alliance_snapshots_date", "snapshot_date"),
+)
+
+corporation_snapshots = sa.Table(
+    "corporation_snapshots",
+    metadata,
+    sa.Column("corporation_id", ID, primary_key=True, autoincrement=False),
+    sa.Column("snapshot_date", sa.Date, primary_key=True),
+    sa.Column("member_count", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Index("ix_corporation_snapshots_date", "snapshot_date"),
+)
+
+refresh_ledger = sa.Table(
+    "refresh_ledger",
+    metadata,
+    sa.Column("refresh_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.String(32), primary_key=True),
+    sa.Column("entity_id", ID, primary_key=True, autoincrement=False),
+    sa.Column("status", sa.String(10), nullable=False),  # see jobs.LedgerStatus
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("http_status", sa.Integer),  # last ESI answer: 200, 304, 404, 5xx; NULL = served from cache
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTC_TIME, nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
+    sa.Index("ix_refresh_ledger_status", "refresh_id", "step", "status"),
+)
+
+esi_cache = sa.Table(
+    "esi_cache",
+    metadata,
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("expires_at", UTC_TIME, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
+)

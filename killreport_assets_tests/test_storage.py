@@ -1,0 +1,145 @@
+"""Storage on both dialects: migrations, compare-then-upsert semantics, memberships, snapshots, ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from killreport_assets.esi.models import Alliance, Corporation
+from killreport_assets.jobs import Job, JobKind, LedgerStatus, Outcome
+from killreport_assets.storage import Storage, migrate
+from killreport_assets.storage import tables as t
+from killreport_assets.storage.database import current_revision, head_revision
+
+REFRESH = "run-1"
+
+
+def corp(corporation_id: int, **changes) -> Corporation:
+    fields = dict(
+        id=corporation_id,
+        name=f"Corp {corporation_id}",
+        ticker="TICK",
+        member_count=10,
+        ceo_id=90000001,
+        creator_id=90000002,
+        date_founded=dt.datetime(2015, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        description="<font>hi</font>",
+        alliance_id=99000001,
+        faction_id=None,
+        home_station_id=60000001,
+        shares=1000,
+        tax_rate=0.1,
+        url="https://example.com",
+        war_eligible=True,
+    )
+    fields.update(changes)
+    return Corporation(**fields)
+
+
+def done(kind: JobKind, entity_id: int, value, status=LedgerStatus.DONE, refresh=REFRESH) -> Outcome:
+    return Outcome(job=Job(refresh, kind, entity_id), status=status, value=value, http_status=200)
+
+
+@pytest.fixture
+def storage(database_url: str):
+    storage = Storage.open(database_url)
+    yield storage
+    storage.dispose()
+
+
+def test_migrations_are_applied_once_and_idempotent(storage: Storage) -> None:
+    assert migrate(storage.engine) == head_revision()
+    assert migrate(storage.engine) == head_revision()
+    with storage.engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        names = set(sa.inspect(conn).get_table_names())
+    assert {table.name for table in t.metadata.sorted_tables} <= names
+
+
+def test_upsert_keeps_created_at_and_never_clears_fields_a_shape_omits(storage: Storage) -> None:
+    first = storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001))])
+    assert (first.created, first.updated) == (1, 0)
+    before = storage.rows(sa.select(t.corporations))[0]
+
+    # The new ESI shape may omit ceo_id/creator_id; the stored values must survive.
+    changed = corp(98000001, ceo_id=None, creator_id=None, member_count=11)
+    second = storage.apply([done(JobKind.CORPORATION, 98000001, changed)])
+    after = storage.rows(sa.select(t.corporations))[0]
+    assert (second.created, second.updated) == (0, 1)
+    assert after.ceo_id == before.ceo_id and after.creator_id == before.creator_id
+    assert after.member_count == 11
+    assert after.created_at == before.created_at
+    assert after.updated_at > before.updated_at
+
+    # Same data again: nothing written, updated_at untouched.
+    third = storage.apply([done(JobKind.CORPORATION, 98000001, changed)])
+    assert third.unchanged == 1 and third.updated == 0
+    assert storage.rows(sa.select(t.corporations))[0].updated_at == after.updated_at
+
+
+def test_leaving_an_alliance_clears_alliance_id(storage: Storage) -> None:
+    storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001))])
+    storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001, alliance_id=None))])
+    assert storage.scalar(sa.select(t.corporations.c.alliance_id)) is None
+
+
+def test_gone_corporation_is_closed_and_not_deleted(storage: Storage) -> None:
+    storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001))])
+    counts = storage.apply([done(JobKind.CORPORATION, 98000001, None, status=LedgerStatus.GONE)])
+    row = storage.rows(sa.select(t.corporations))[0]
+    assert counts.closed == 1
+    assert row.closed_at is not None and row.alliance_id is None and row.name == "Corp 98000001"
+
+
+def test_memberships_record_joins_and_leaves(storage: Storage) -> None:
+    storage.apply([done(JobKind.ALLIANCE_CORPORATIONS, 99000001, [98000001, 98000002])])
+    counts = storage.apply(
+        [done(JobKind.ALLIANCE_CORPORATIONS, 99000001, [98000002, 98000003], refresh="run-2")]
+    )
+    assert (counts.joined, counts.left) == (1, 1)
+    ac, h = t.alliance_corporations, t.membership_history
+    assert sorted(r.corporation_id for r in storage.rows(sa.select(ac))) == [98000002, 98000003]
+    events = sorted(
+        (r.event, r.corporation_id) for r in storage.rows(sa.select(h).where(h.c.refresh_id == "run-2"))
+    )
+    assert events == [("joined", 98000003), ("left", 98000001)]
+
+
+def test_ledger_tracks_pending_and_keeps_finished_rows_on_retry(storage: Storage) -> None:
+    storage.add_pending(REFRESH, "corporations", [1, 2, 3])
+    storage.apply([done(JobKind.CORPORATION, 1, corp(1))])
+    storage.add_pending(REFRESH, "corporations", [1, 2, 3])  # a retried step re-records its entities
+    assert storage.pending_ids(REFRESH, "corporations") == [2, 3]
+    progress = storage.progress(REFRESH, "corporations")
+    assert (progress.total, progress.pending, progress.finished) == (3, 2, 1)
+
+
+def test_snapshots_replace_the_days_rows(storage: Storage) -> None:
+    alliance = Alliance(
+        id=99000001,
+        name="A",
+        ticker="A",
+        date_founded=dt.datetime(2010, 1, 1, tzinfo=dt.UTC),
+        creator_corporation_id=98000001,
+        creator_id=90000001,
+        executor_corporation_id=98000001,
+    )
+    storage.apply(
+        [
+            done(JobKind.ALLIANCE, 99000001, alliance),
+            done(JobKind.ALLIANCE_CORPORATIONS, 99000001, [98000001, 98000002]),
+            done(JobKind.CORPORATION, 98000001, corp(98000001, member_count=5)),
+            done(JobKind.CORPORATION, 98000002, corp(98000002, member_count=7)),
+        ]
+    )
+    day = dt.date(2026, 11, 29)
+    assert storage.write_alliance_snapshot(day) == 1
+    assert storage.write_alliance_snapshot(day) == 1
+    assert storage.write_corporation_snapshot(day) == 2
+    assert storage.write_corporation_snapshot(day) == 2
+    s = t.alliance_snapshots
+    assert [(r.member_count, r.corporation_count) for r in storage.rows(sa.select(s))] == [(12, 2)]
+    a = storage.rows(sa.select(t.alliances))[0]
+    assert (a.member_count, a.corporation_count) == (12, 2)

@@ -1,0 +1,44 @@
+"""Packaging for killreport_assets.
+
+Dagster's packages are pinned as one matched set: dagster-postgres 0.29.27 requires
+dagster==1.13.27 exactly, and an unpinned install silently resolves an ancient dagster-postgres.
+"""
+
+from setuptools import find_packages, setup
+
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="killreport_assets",
+    version="0.1.0",
+    description="Nightly refresh of EVE Online alliances and corporations from ESI, as a Dagster asset graph.",
+    packages=find_packages(exclude=["killreport_assets_tests", "killreport_assets_tests.*"]),
+    package_data={"killreport_assets": ["storage/migrations/*.py", "storage/migrations/versions/*.py"]},
+    include_package_data=True,
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-graphql=={DAGSTER}",
+        f"dagster-postgres=={DAGSTER_LIBS}",
+        "pika>=1.3,<2",
+        "httpx>=0.27,<1",
+        "pandas>=2.1,<3",
+        "pydantic>=2.6,<3",
+        "SQLAlchemy>=2.0,<2.2",
+        "alembic>=1.13,<2",
+        "psycopg2-binary>=2.9,<3",
+        "starlette>=0.37",
+        "uvicorn>=0.29",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3",
+            "jsonschema>=4.21",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["killreport=killreport_assets.cli:main"]},
+)
