@@ -1,0 +1,93 @@
+"""Settings of the ESI client and governor, validated once at construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from urllib.parse import urlsplit
+
+# The first compatibility date with the current /corporations/{corporation_id} shape (tax_rates, state).
+MIN_COMPATIBILITY_DATE = date(2026, 7, 21)
+# ESI's documented error budget per window; a hold margin at or above it would hold forever.
+ESI_ERROR_BUDGET = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsiConfig:
+    """How to reach ESI and how hard to push it.
+
+    `downtime_start`/`downtime_end` are naive UTC times of the daily downtime; equal values turn
+    the downtime handling off. `error_limit_margin` 0 derives the hold margin from
+    `max_concurrency`; when several processes share one IP, set it to the sum of their
+    concurrencies, because each process only knows its own in-flight requests.
+    """
+
+    base_url: str = "https://esi.evetech.net"
+    contact: str
+    compatibility_date: date = MIN_COMPATIBILITY_DATE
+    max_requests_per_second: float = 50.0
+    max_concurrency: int = 20
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    error_limit_margin: int = 0
+    downtime_start: time = time(11, 0)
+    downtime_end: time = time(11, 15)
+
+    def __post_init__(self) -> None:
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.netloc or url.query or url.fragment:
+            raise ValueError(f"base_url must be an http(s) URL without query, got {self.base_url!r}")
+        if (
+            not isinstance(self.contact, str)
+            or not self.contact.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in self.contact)
+        ):
+            raise ValueError("contact must be a non-empty single line (it goes into the User-Agent)")
+        if isinstance(self.compatibility_date, datetime) or not isinstance(self.compatibility_date, date):
+            raise ValueError("compatibility_date must be a date")
+        if self.compatibility_date < MIN_COMPATIBILITY_DATE:
+            raise ValueError(f"compatibility_date must be on or after {MIN_COMPATIBILITY_DATE.isoformat()}")
+        for name in ("max_requests_per_second", "connect_timeout", "read_timeout"):
+            _require(name, _finite(getattr(self, name)) and getattr(self, name) > 0, "a positive number")
+        _require("backoff_base", _finite(self.backoff_base) and self.backoff_base >= 0, "≥ 0")
+        _require(
+            "backoff_cap",
+            _finite(self.backoff_cap) and self.backoff_cap >= self.backoff_base,
+            "≥ backoff_base",
+        )
+        for name in ("max_concurrency", "max_attempts"):
+            _require(name, _int(getattr(self, name)) and getattr(self, name) >= 1, "an integer ≥ 1")
+        _require(
+            "error_limit_margin",
+            _int(self.error_limit_margin) and self.error_limit_margin >= 0,
+            "an integer ≥ 0",
+        )
+        if self.error_limit_margin and self.error_limit_margin < self.max_concurrency:
+            raise ValueError("error_limit_margin must be ≥ max_concurrency (or 0 to derive it)")
+        if self.error_margin >= ESI_ERROR_BUDGET:
+            raise ValueError(f"error_limit_margin (or max_concurrency) must be below {ESI_ERROR_BUDGET}")
+        for name in ("downtime_start", "downtime_end"):
+            value = getattr(self, name)
+            _require(name, isinstance(value, time) and value.tzinfo is None, "a naive time (UTC)")
+
+    @property
+    def error_margin(self) -> int:
+        """Hold new requests once ESI's remaining error budget is at or below this."""
+        return self.error_limit_margin or max(10, self.max_concurrency)
+
+
+def _require(name: str, ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {what}")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

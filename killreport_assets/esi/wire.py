@@ -1,0 +1,121 @@
+"""ESI response bodies as sent on the wire, and their mapping to the public models.
+
+Parsers take the raw body and raise pydantic's `ValidationError` (whose `loc` names the bad
+field); the client turns that into `EsiResponseInvalid`. Validation is strict so that type drift
+(e.g. a string where an ID belongs) is caught instead of coerced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .models import Alliance, AllianceHistoryEntry, Corporation, UniverseName
+
+# Both corporation shapes give the same fraction after rounding away float32 noise
+# (legacy 0.10000000149011612 and new 10.0 % both become 0.1).
+_TAX_RATE_DECIMALS = 6
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class _AllianceWire(_Wire):
+    name: str
+    ticker: str
+    date_founded: datetime
+    creator_corporation_id: int
+    creator_id: int
+    executor_corporation_id: int | None = None
+    faction_id: int | None = None
+
+
+class _LegacyCorporationWire(_Wire):
+    """Compatibility dates before 2026-07-21: `tax_rate` is a fraction, `faction_id`, no state."""
+
+    name: str
+    ticker: str
+    member_count: int
+    ceo_id: int
+    creator_id: int
+    tax_rate: float = Field(ge=0, le=1)
+    alliance_id: int | None = None
+    date_founded: datetime | None = None
+    description: str | None = None
+    faction_id: int | None = None
+    home_station_id: int | None = None
+    shares: int | None = None
+    url: str | None = None
+    war_eligible: bool | None = None
+
+
+class _TaxRatesWire(_Wire):
+    isk: float = Field(ge=0, le=100)
+
+
+class _CorporationWire(_Wire):
+    """Compatibility date 2026-07-21 on: `tax_rates.isk` in percent, `enlisted_faction_id`, `state`.
+
+    Only the fields we map are declared; enum-like strings stay `str` because ESI may add values
+    to them under an existing compatibility date.
+    """
+
+    state: str
+    name: str
+    ticker: str
+    description: str
+    home_station_id: int
+    member_count: int
+    tax_rates: _TaxRatesWire
+    shares: int
+    war_eligible: bool
+    alliance_id: int | None = None
+    ceo_id: int | None = None
+    creator_id: int | None = None
+    date_founded: datetime | None = None
+    enlisted_faction_id: int | None = None
+    url: str | None = None
+
+
+_ID_LIST = TypeAdapter(list[int])
+_JSON_OBJECT = TypeAdapter(dict[str, Any])
+_HISTORY = TypeAdapter(list[AllianceHistoryEntry])
+_NAMES = TypeAdapter(list[UniverseName])
+
+
+def parse_id_list(body: bytes) -> list[int]:
+    return _ID_LIST.validate_json(body, strict=True)
+
+
+def parse_alliance(body: bytes, alliance_id: int) -> Alliance:
+    wire = _AllianceWire.model_validate_json(body, strict=True)
+    return Alliance(id=alliance_id, **wire.model_dump())
+
+
+def parse_corporation(body: bytes, corporation_id: int) -> Corporation:
+    """Pick the shape by its keys, not by the date we sent: a proxy or cache may answer the other one."""
+    keys = _JSON_OBJECT.validate_json(body).keys()
+    if "tax_rates" in keys or "state" in keys:
+        new = _CorporationWire.model_validate_json(body, strict=True)
+        fields = new.model_dump(exclude={"state", "tax_rates", "enlisted_faction_id"})
+        return Corporation(
+            id=corporation_id,
+            **fields,
+            faction_id=new.enlisted_faction_id,
+            tax_rate=round(new.tax_rates.isk / 100, _TAX_RATE_DECIMALS),
+            closed=new.state == "closed",
+        )
+    legacy = _LegacyCorporationWire.model_validate_json(body, strict=True)
+    fields = legacy.model_dump(exclude={"tax_rate"})
+    return Corporation(id=corporation_id, **fields, tax_rate=round(legacy.tax_rate, _TAX_RATE_DECIMALS))
+
+
+def parse_alliance_history(body: bytes) -> list[AllianceHistoryEntry]:
+    return _HISTORY.validate_json(body, strict=True)
+
+
+def parse_universe_names(body: bytes) -> list[UniverseName]:
+    return _NAMES.validate_json(body, strict=True)

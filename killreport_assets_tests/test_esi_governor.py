@@ -1,0 +1,168 @@
+"""EsiGovernor decisions on a manual clock: pacing, error budget, pauses, downtime."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from datetime import time as time_of_day
+from typing import Any
+
+import httpx
+import pytest
+
+from killreport_assets.esi import EsiConfig, EsiGovernor
+
+from .esi_support import ManualClock
+
+pytestmark = pytest.mark.timeout(30)
+
+ROUTE = "/alliances/{alliance_id}"
+OTHER_ROUTE = "/corporations/{corporation_id}"
+
+
+def make_governor(clock: ManualClock, **options: Any) -> tuple[EsiGovernor, list[tuple[str, float]]]:
+    settings: dict[str, Any] = {"contact": "ops@example.com", "max_requests_per_second": 20.0, **options}
+    pauses: list[tuple[str, float]] = []
+    governor = EsiGovernor(
+        EsiConfig(**settings), clock=clock, on_pause=lambda *p: pauses.append(p), downtime_jitter=0.0
+    )
+    return governor, pauses
+
+
+def send(governor: EsiGovernor, route: str = ROUTE, status: int = 200, **headers: str) -> dict[str, float]:
+    """One request through the governor; returns what it waited for."""
+    with governor.permit(route) as permit:
+        named = {name.replace("_", "-"): value for name, value in headers.items()}
+        governor.observe(route, httpx.Response(status, headers=named))
+    return permit.waits
+
+
+def limit(remain: int, reset: int) -> dict[str, str]:
+    return {"X_Esi_Error_Limit_Remain": str(remain), "X_Esi_Error_Limit_Reset": str(reset)}
+
+
+def test_pacing_spaces_requests_at_the_rate_after_a_small_burst() -> None:
+    clock = ManualClock()
+    governor, _ = make_governor(clock)
+    started = clock.monotonic()
+    for _ in range(40):
+        send(governor)
+    assert clock.monotonic() - started == pytest.approx(1.9)  # 2 at once, then one per 50 ms
+    assert clock.sleeps[:2] == [pytest.approx(0.05), pytest.approx(0.05)]
+    assert governor.stats()["waits"] == {"rate": pytest.approx(1.9)}
+
+
+def test_rate_slows_in_proportion_below_half_the_error_budget() -> None:
+    clock = ManualClock()
+    governor, pauses = make_governor(clock, max_requests_per_second=10.0)
+    send(governor, **limit(100, 60))
+    send(governor, **limit(25, 59))  # a quarter left: half the rate
+    clock.advance(1)
+    first = clock.monotonic()
+    for _ in range(5):
+        send(governor, **limit(25, 58))
+    assert clock.monotonic() - first == pytest.approx(4 * 0.2)
+    assert pauses == []
+
+
+def test_budget_at_the_margin_holds_until_the_window_resets_and_logs_once() -> None:
+    clock = ManualClock()
+    governor, pauses = make_governor(clock, max_concurrency=5)  # margin max(10, 5) = 10
+    send(governor, **limit(11, 40))
+    assert pauses == []
+    send(governor, **limit(10, 40))
+    waits = [send(governor, **limit(100, 60)), send(governor, **limit(100, 59))]
+    assert waits[0] == {"error_limit_hold": pytest.approx(41.0)}  # Reset + 1 s
+    assert waits[1] == {}
+    assert pauses == [("error_limit_hold", pytest.approx(41.0))]
+
+
+def test_straggler_from_an_earlier_window_does_not_lower_the_new_one() -> None:
+    clock = ManualClock()
+    governor, _ = make_governor(clock)
+    send(governor, **limit(30, 2))
+    clock.advance(3)  # that window is over
+    send(governor, **limit(100, 60))
+    send(governor, **limit(5, 0))  # a late answer from the old window
+    assert governor.stats()["error_limit_remain"] == 100
+    assert "error_limit_hold" not in send(governor)
+
+
+def test_420_pauses_everything_for_reset_plus_margin() -> None:
+    clock = ManualClock()
+    governor, pauses = make_governor(clock)
+    send(governor, status=420, **limit(0, 7))
+    assert send(governor, OTHER_ROUTE) == {"error_limited": pytest.approx(8.0)}
+    send(governor, status=420)  # no headers: 10 s default
+    assert pauses == [("error_limited", 8.0), ("error_limited", 11.0)]
+    assert governor.stats()["error_limited_420"] == 2
+
+
+def test_many_420s_in_flight_are_announced_once() -> None:
+    clock = ManualClock()
+    governor, pauses = make_governor(clock)
+    for _ in range(5):
+        governor.observe(ROUTE, httpx.Response(420, headers={"X-Esi-Error-Limit-Reset": "7"}))
+    assert pauses == [("error_limited", 8.0)]
+    assert governor.stats()["error_limited_420"] == 5
+
+
+def test_429_pauses_only_its_group() -> None:
+    clock = ManualClock()
+    governor, pauses = make_governor(clock)
+    group = {"X_Ratelimit_Group": "alliance", "X_Ratelimit_Limit": "150/15m", "X_Ratelimit_Remaining": "120"}
+    send(governor, status=429, Retry_After="4", **group)
+    assert send(governor, OTHER_ROUTE) == {}
+    assert send(governor, ROUTE) == {"rate_limited": pytest.approx(5.0)}
+    assert pauses == [("rate_limited", 5.0)]
+
+
+def test_429_without_a_group_pauses_everything() -> None:
+    clock = ManualClock()
+    governor, _ = make_governor(clock)
+    send(governor, ROUTE, status=429)
+    assert send(governor, OTHER_ROUTE) == {"rate_limited": pytest.approx(11.0)}
+    assert governor.stats()["rate_limited_429"] == 1
+
+
+def test_a_group_running_low_is_slowed_down_alone() -> None:
+    clock = ManualClock()
+    governor, _ = make_governor(clock)
+    send(governor, X_Ratelimit_Group="alliance", X_Ratelimit_Limit="100/15m", X_Ratelimit_Remaining="10")
+    clock.advance(1)
+    start = clock.monotonic()
+    for _ in range(3):
+        send(governor, ROUTE)
+    assert clock.monotonic() - start == pytest.approx(
+        2 / (20.0 * 10 / 50)
+    )  # 10 of 100 left: 20 % of the rate
+    assert [send(governor, OTHER_ROUTE) for _ in range(2)] == [{}, {}]  # other routes keep the full rate
+
+
+@pytest.mark.parametrize(
+    ("now", "start", "end", "left"),
+    [
+        (datetime(2026, 8, 1, 11, 5, tzinfo=UTC), time_of_day(11, 0), time_of_day(11, 15), 600.0),
+        (datetime(2026, 8, 1, 11, 15, tzinfo=UTC), time_of_day(11, 0), time_of_day(11, 15), None),
+        (datetime(2026, 8, 1, 10, 59, tzinfo=UTC), time_of_day(11, 0), time_of_day(11, 15), None),
+        (datetime(2026, 8, 1, 23, 59, tzinfo=UTC), time_of_day(23, 50), time_of_day(0, 10), 660.0),
+        (datetime(2026, 8, 2, 0, 5, tzinfo=UTC), time_of_day(23, 50), time_of_day(0, 10), 300.0),
+        (datetime(2026, 8, 1, 11, 5, tzinfo=UTC), time_of_day(11, 0), time_of_day(11, 0), None),
+    ],
+)
+def test_downtime_pause_lasts_until_the_window_ends(
+    now: datetime, start: time_of_day, end: time_of_day, left: float | None
+) -> None:
+    clock = ManualClock(now)
+    governor, pauses = make_governor(clock, downtime_start=start, downtime_end=end)
+    assert governor.downtime_pause() is (left is not None)
+    if left is not None:
+        assert pauses == [("downtime", pytest.approx(left))]
+        assert send(governor) == {"downtime": pytest.approx(left)}
+
+
+def test_shared_governor_is_one_per_esi() -> None:
+    config = EsiConfig(base_url="http://127.0.0.1:1", contact="ops@example.com")
+    same = EsiConfig(base_url="http://127.0.0.1:1/", contact="someone@example.com")
+    other = EsiConfig(base_url="http://127.0.0.1:2", contact="ops@example.com")
+    assert EsiGovernor.shared(config) is EsiGovernor.shared(same)
+    assert EsiGovernor.shared(config) is not EsiGovernor.shared(other)
