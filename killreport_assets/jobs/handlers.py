@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from killreport_assets.esi import EsiClient, EsiError, EsiResult
+from killreport_assets.esi import EsiClient, EsiError, EsiResult, EsiUnavailable
 from killreport_assets.esi import Outcome as EsiOutcome
+from killreport_assets.esi.client import ALLIANCE_CORPORATIONS_ROUTE, ALLIANCE_ROUTE, CORPORATION_ROUTE
 from killreport_assets.jobs.model import Job, JobKind, LedgerStatus, Outcome
 
 _FETCHERS: dict[JobKind, Callable[[EsiClient, int], EsiResult]] = {
     JobKind.ALLIANCE: EsiClient.alliance,
     JobKind.ALLIANCE_CORPORATIONS: EsiClient.alliance_corporations,
     JobKind.CORPORATION: EsiClient.corporation,
+}
+
+_ROUTES = {
+    JobKind.ALLIANCE: ALLIANCE_ROUTE,
+    JobKind.ALLIANCE_CORPORATIONS: ALLIANCE_CORPORATIONS_ROUTE,
+    JobKind.CORPORATION: CORPORATION_ROUTE,
 }
 
 _STATUS = {
@@ -36,8 +43,8 @@ def handle(job: Job, client: EsiClient) -> Outcome:
         return Outcome(
             job=job,
             status=LedgerStatus.FAILED,
-            http_status=getattr(exc, "status", None),
-            attempts=getattr(exc, "attempts", 1),
+            http_status=exc.status,
+            attempts=exc.attempts if isinstance(exc, EsiUnavailable) else 1,
             error=str(exc)[:2000],
         )
     return Outcome(
@@ -45,5 +52,10 @@ def handle(job: Job, client: EsiClient) -> Outcome:
         status=_STATUS[result.outcome],
         value=result.value,
         http_status=result.status,
-        attempts=getattr(result, "attempts", 1),
+        attempts=result.attempts,
     )
+
+
+def cache_key(job: Job, client: EsiClient) -> str:
+    """The URL whose cache entry `job` will read, so a batch's entries can be loaded in one query."""
+    return client.url(_ROUTES[job.kind], job.entity_id)

@@ -1,0 +1,67 @@
+"""The `killreport` command: simulator, demo, and maintenance commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from killreport_assets.settings import Settings, SettingsError, redact_url
+from killreport_assets.version import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except SettingsError as exc:
+        print(f"killreport: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="killreport", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"killreport {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from killreport_assets.simulator import cli as simulator_cli
+
+    sim = commands.add_parser("esi-sim", help="serve a simulated ESI on loopback")
+    simulator_cli.configure_parser(sim)
+    sim.set_defaults(run=simulator_cli.run)
+
+    from killreport_assets import demo
+
+    demo_parser = commands.add_parser(
+        "demo", help="start the simulator and run a full refresh in embedded mode (no internet needed)"
+    )
+    demo.configure_parser(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the application database schema")
+    migrate.set_defaults(run=_migrate)
+    return parser
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from killreport_assets.storage import Storage, migrate
+
+    settings = Settings.from_env()
+    storage = Storage.open(settings.database_url)
+    revision = migrate(storage.engine)
+    print(f"{redact_url(settings.database_url)}: schema at revision {revision}")
+    storage.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The one `dg.Definitions` of the code location."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from killreport_assets.assets import ALL_ASSETS
+from killreport_assets.checks import ALL_CHECKS
+from killreport_assets.resources import KillreportResource
+from killreport_assets.schedules import build_daily_refresh_schedule, daily_refresh_job
+from killreport_assets.settings import Settings
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
+    jobs=[daily_refresh_job],
+    schedules=[build_daily_refresh_schedule(Settings.from_env())],
+    resources={"killreport": KillreportResource()},
+)

@@ -1,0 +1,1 @@
+"""Transports: where job handlers run (the embedded pool now; RabbitMQ workers next)."""
