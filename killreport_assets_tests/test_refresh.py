@@ -107,3 +107,28 @@ def test_two_days_are_exact_and_a_rerun_changes_nothing(database_url: str) -> No
         rows = storage.rows(sa.select(t.corporations.c.alliance_id).where(t.corporations.c.id.in_(leavers)))
         assert len(rows) == len(leavers) and all(r.alliance_id is None for r in rows)
         storage.dispose()
+
+
+def test_a_rerun_after_a_failed_step_fetches_only_what_the_failed_run_did_not(tmp_path) -> None:
+    with SimulatorServer(SimulatorConfig(seed=13, alliances=60, corporations=300)) as simulator:
+        members = simulator.universe.member_corporation_ids()
+        poison = sorted(members[::20])  # 5%: far above the 1% a step tolerates
+        simulator.configure(poison_corporations=poison)
+        resource = KillreportResource(
+            database_url=f"sqlite:///{tmp_path / 'resume.db'}",
+            esi_base_url=simulator.url,
+            poll_interval_seconds=0.05,
+        )
+        failed = materialize_all(resource)
+        assert not failed.success
+        message = failed.get_step_failure_events()[0].step_failure_data.error.message
+        assert f"{len(poison)} of {len(members)} entities failed permanently" in message
+        assert "above the 1% limit" in message and "re-run later" in message
+
+        simulator.configure(poison_corporations=[])
+        simulator.reset_stats()
+        rerun = materialize_all(resource)
+        assert rerun.success
+        by_route = simulator.stats()["by_route"]
+        assert by_route["GET /corporations/{id}"] == {"200": len(poison)}, "only the failed ones are fetched"
+        assert "GET /alliances/{id}" not in by_route and "GET /alliances/{id}/corporations" not in by_route

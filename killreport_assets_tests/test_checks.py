@@ -1,0 +1,119 @@
+"""The asset checks pass on a good refresh and fail on seeded bad data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from killreport_assets.assets import ALL_ASSETS
+from killreport_assets.checks import ALL_CHECKS
+from killreport_assets.resources import KillreportResource
+from killreport_assets.simulator import SimulatorConfig, SimulatorServer
+from killreport_assets.storage import Storage
+from killreport_assets.storage import tables as t
+from killreport_assets_tests.refresh_support import check_results, materialize_all
+
+
+@pytest.fixture(scope="module")
+def refreshed(tmp_path_factory: pytest.TempPathFactory):
+    """A good refresh on SQLite, copied afresh for each test that damages it."""
+    folder = tmp_path_factory.mktemp("checks")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KILLREPORT_ESI_MAX_RPS", "400")
+    with SimulatorServer(SimulatorConfig(seed=21, alliances=40, corporations=200)) as simulator:
+        resource = KillreportResource(
+            database_url=f"sqlite:///{folder / 'good.db'}",
+            esi_base_url=simulator.url,
+            poll_interval_seconds=0.05,
+        )
+        result = materialize_all(resource)
+    mp.undo()
+    assert result.success
+    return folder / "good.db", check_results(result)
+
+
+def run_checks(database: Path) -> dict[str, bool]:
+    result = dg.materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=dg.AssetSelection.all_asset_checks(),
+        resources={"killreport": KillreportResource(database_url=f"sqlite:///{database}")},
+    )
+    return check_results(result)
+
+
+def test_checks_pass_on_good_data(refreshed) -> None:
+    _, results = refreshed
+    assert results and all(results.values()), results
+
+
+def _dangling_membership(conn: sa.Connection) -> None:
+    conn.execute(
+        t.alliance_corporations.insert().values(
+            alliance_id=sa.select(sa.func.min(t.alliances.c.id)).scalar_subquery(),
+            corporation_id=98999999,
+            first_seen_at=dt.datetime.now(dt.UTC),
+        )
+    )
+
+
+def _missing_snapshot(conn: sa.Connection) -> None:
+    s = t.alliance_snapshots
+    conn.execute(
+        s.delete().where(s.c.alliance_id == sa.select(sa.func.min(s.c.alliance_id)).scalar_subquery())
+    )
+
+
+def _inconsistent_totals(conn: sa.Connection) -> None:
+    a = t.alliances
+    conn.execute(
+        a.update().where(a.c.id == sa.select(sa.func.min(a.c.id)).scalar_subquery()).values(member_count=1)
+    )
+
+
+def _members_dropped(conn: sa.Connection) -> None:
+    s = t.alliance_snapshots
+    today = conn.scalar(sa.select(sa.func.max(s.c.snapshot_date)))
+    yesterday = today - dt.timedelta(days=1)
+    rows = conn.execute(sa.select(s.c.alliance_id, s.c.member_count, s.c.corporation_count)).all()
+    conn.execute(
+        s.insert(),
+        [
+            {
+                "alliance_id": r.alliance_id,
+                "snapshot_date": yesterday,
+                "member_count": r.member_count * 2,
+                "corporation_count": r.corporation_count,
+                "created_at": dt.datetime.now(dt.UTC),
+            }
+            for r in rows
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "failing"),
+    [
+        (_dangling_membership, {"memberships_reference_corporations"}),
+        # A missing row also breaks the snapshot's totals.
+        (_missing_snapshot, {"listed_alliances_have_snapshot", "totals_consistent"}),
+        (_inconsistent_totals, {"totals_consistent"}),
+        (_members_dropped, {"member_total_day_over_day"}),
+    ],
+)
+def test_checks_fail_on_seeded_bad_data(
+    refreshed, tmp_path: Path, damage: Callable[[sa.Connection], None], failing: set[str]
+) -> None:
+    good, _ = refreshed
+    database = tmp_path / "bad.db"
+    database.write_bytes(good.read_bytes())
+    storage = Storage.open(f"sqlite:///{database}")
+    with storage.engine.begin() as conn:
+        damage(conn)
+    storage.dispose()
+    results = run_checks(database)
+    assert {name for name, passed in results.items() if not passed} == failing

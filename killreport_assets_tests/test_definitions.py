@@ -1,0 +1,66 @@
+"""The code location loads; the schedule's tick is a run of all five assets at 02:00 UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from killreport_assets.definitions import defs
+from killreport_assets.schedules import REFRESH_TAG, build_daily_refresh_schedule
+from killreport_assets.settings import Settings, SettingsError
+
+FIVE = {"alliances", "alliance_corporations", "corporations", "alliance_snapshot", "corporation_snapshot"}
+
+
+def test_definitions_load() -> None:
+    dg.Definitions.validate_loadable(defs)
+    assert {key.to_user_string() for key in defs.resolve_all_asset_keys()} == FIVE
+
+
+def test_schedule_tick_is_a_run_of_all_five_assets() -> None:
+    schedule = defs.resolve_schedule_def("daily_refresh_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 12, 1, 2, tzinfo=dt.UTC)
+        )
+        data = schedule.evaluate_tick(context)
+    assert len(data.run_requests) == 1
+    job = defs.resolve_job_def(schedule.job_name)
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert selected == FIVE
+    assert job.tags[REFRESH_TAG] == "daily" and int(job.tags["dagster/max_runtime"]) > 0
+
+
+def test_schedule_hour_is_configurable_and_validated() -> None:
+    schedule = build_daily_refresh_schedule(Settings.from_env({"KILLREPORT_SCHEDULE_HOUR": "5"}))
+    assert schedule.cron_schedule == "0 5 * * *"
+    with pytest.raises(SettingsError, match="KILLREPORT_SCHEDULE_HOUR='25'"):
+        Settings.from_env({"KILLREPORT_SCHEDULE_HOUR": "25"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KILLREPORT_DATABASE_URL", "mysql://x"),
+        ("KILLREPORT_RABBITMQ_URL", "http://broker"),
+        ("KILLREPORT_ESI_BASE_URL", "esi.evetech.net"),
+        ("KILLREPORT_ESI_MAX_RPS", "0"),
+        ("KILLREPORT_CORPORATIONS_TIMEOUT_MINUTES", "soon"),
+        ("KILLREPORT_FAILURE_THRESHOLD", "5"),
+    ],
+)
+def test_a_wrong_setting_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_passwords_are_not_echoed_in_setting_errors() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"KILLREPORT_RABBITMQ_URL": "http://user:hunter2@broker/"})
+    assert "hunter2" not in str(error.value)

@@ -1,0 +1,110 @@
+"""Waiting on the ledger: completion, step timeout, stall detection, transport errors, progress lines."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from killreport_assets.jobs import Job, JobKind, LedgerStatus, Outcome
+from killreport_assets.steps import StepTimeout, WaitPolicy, describe, run_step
+from killreport_assets.storage import Storage
+
+LOG = logging.getLogger("test")
+
+
+class LedgerTransport:
+    """Finishes the jobs it is given (or only some) straight in the ledger, from another thread."""
+
+    def __init__(self, storage: Storage, finish: int | None = None, error: Exception | None = None) -> None:
+        self.storage = storage
+        self.finish = finish
+        self.error = error
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        chosen = list(jobs)[: self.finish] if self.finish is not None else list(jobs)
+        outcomes = [Outcome(job, LedgerStatus.GONE, None, 404) for job in chosen]
+        worker = threading.Thread(target=self.storage.apply, args=(outcomes,))
+        worker.start()
+        worker.join()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def storage(tmp_path: Path):
+    storage = Storage.open(f"sqlite:///{tmp_path / 'steps.db'}")
+    yield storage
+    storage.dispose()
+
+
+def policy(**changes: float) -> WaitPolicy:
+    values = {"timeout": 30.0, "stall_timeout": 30.0, "progress_interval": 0.0, "poll_interval": 0.01}
+    values.update(changes)
+    return WaitPolicy(**values)
+
+
+def test_a_step_finishes_when_the_ledger_has_no_pending_entity(storage: Storage, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    outcome = run_step(storage, LedgerTransport(storage), "r1", JobKind.CORPORATION, [1, 2, 3], policy(), LOG)
+    assert (outcome.progress.total, outcome.progress.pending) == (3, 0)
+    assert any("3/3 (100.0%)" in record.getMessage() for record in caplog.records)
+
+
+def test_a_retried_step_submits_only_what_is_still_pending(storage: Storage) -> None:
+    run_step(storage, LedgerTransport(storage), "r1", JobKind.CORPORATION, [1, 2], policy(), LOG)
+    submitted: list[Job] = []
+
+    class Recording(LedgerTransport):
+        def submit(self, jobs: Sequence[Job]) -> None:
+            submitted.extend(jobs)
+            super().submit(jobs)
+
+    run_step(storage, Recording(storage), "r1", JobKind.CORPORATION, [1, 2, 3], policy(), LOG)
+    assert [j.entity_id for j in submitted] == [3]
+
+
+def test_timeout_fails_with_how_far_it_got_and_what_to_do(storage: Storage) -> None:
+    with pytest.raises(StepTimeout, match=r"timed out .* with 2 of 3 entities still pending.*re-run"):
+        run_step(
+            storage,
+            LedgerTransport(storage, finish=1),
+            "r1",
+            JobKind.CORPORATION,
+            [1, 2, 3],
+            policy(timeout=0.2),
+            LOG,
+        )
+
+
+def test_no_progress_for_the_stall_time_fails(storage: Storage) -> None:
+    with pytest.raises(StepTimeout, match="made no progress for"):
+        run_step(
+            storage,
+            LedgerTransport(storage, finish=0),
+            "r1",
+            JobKind.CORPORATION,
+            [1, 2],
+            policy(stall_timeout=0.2),
+            LOG,
+        )
+
+
+def test_a_transport_error_stops_the_wait(storage: Storage) -> None:
+    failing = LedgerTransport(storage, finish=0, error=RuntimeError("no consumer on killreport.corporation"))
+    with pytest.raises(RuntimeError, match="no consumer"):
+        run_step(storage, failing, "r1", JobKind.CORPORATION, [1], policy(), LOG)
+
+
+def test_progress_line_has_done_total_rate_and_eta(storage: Storage) -> None:
+    storage.add_pending("r1", "corporations", range(1, 101))
+    storage.apply(
+        [Outcome(Job("r1", JobKind.CORPORATION, i), LedgerStatus.GONE, None, 404) for i in range(1, 26)]
+    )
+    line = describe(storage.progress("r1", "corporations"), elapsed=5.0)
+    assert line.startswith("25/100 (25.0%) at 5.0/s, ETA 15 s")
