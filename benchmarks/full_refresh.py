@@ -19,11 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess
 from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
 from killreport_assets_tests.databases import postgres_database
 
 STEP_TIME = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)')
@@ -78,16 +75,7 @@ def main() -> int:
         wall = time.monotonic() - started
         stats = simulator.stats()
         storage = Storage.open(url)
-        rows = {
-            table.name: storage.scalar(sa.select(sa.func.count()).select_from(table))
-            for table in (
-                t.alliances,
-                t.alliance_corporations,
-                t.corporations,
-                t.alliance_snapshots,
-                t.corporation_snapshots,
-            )
-        }
+        rows = storage.row_counts()
         storage.dispose()
 
     steps = {}

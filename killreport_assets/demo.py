@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import sqlalchemy as sa
 
 from killreport_assets.settings import redact_url
 
@@ -44,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from killreport_assets.resources import KillreportResource
     from killreport_assets.simulator import SimulatorConfig, SimulatorServer
     from killreport_assets.storage import Storage
-    from killreport_assets.storage import tables as t
 
     database_url = args.database or f"sqlite:///{Path.cwd() / 'killreport-demo.db'}"
     config = SimulatorConfig(
@@ -70,16 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     storage = Storage.open(database_url)
     try:
-        counts = {
-            table.name: storage.scalar(sa.select(sa.func.count()).select_from(table))
-            for table in (
-                t.alliances,
-                t.alliance_corporations,
-                t.corporations,
-                t.alliance_snapshots,
-                t.corporation_snapshots,
-            )
-        }
+        counts = storage.row_counts()
     finally:
         storage.dispose()
     checks = result.get_asset_check_evaluations()

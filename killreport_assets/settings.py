@@ -47,6 +47,10 @@ class Settings:
     stall_timeout: float = 10 * 60
     progress_interval: float = 30.0
     failure_threshold: float = 0.01
+    worker_concurrency: int = 20
+    retry_delay: int = 30
+    max_attempts: int = 3
+    rabbitmq_management_url: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -75,6 +79,10 @@ class Settings:
             stall_timeout=reader.get("KILLREPORT_STALL_TIMEOUT_SECONDS", _positive(float), 600.0),
             progress_interval=reader.get("KILLREPORT_PROGRESS_INTERVAL_SECONDS", _positive(float), 30.0),
             failure_threshold=reader.get("KILLREPORT_FAILURE_THRESHOLD", _fraction, 0.01),
+            worker_concurrency=reader.get("KILLREPORT_WORKER_CONCURRENCY", _positive(int), 20),
+            retry_delay=reader.get("KILLREPORT_RETRY_DELAY_SECONDS", _positive(int), 30),
+            max_attempts=reader.get("KILLREPORT_MAX_ATTEMPTS", _positive(int), 3),
+            rabbitmq_management_url=reader.get("KILLREPORT_RABBITMQ_MANAGEMENT_URL", _http_url, None),
         )
 
 

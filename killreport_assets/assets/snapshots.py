@@ -31,6 +31,25 @@ class SnapshotConfig(dg.Config):
             ) from None
 
 
+def _report(
+    context: dg.AssetExecutionContext,
+    killreport: KillreportResource,
+    day: dt.date,
+    rows: int,
+    sample_of: sa.Select,
+) -> dg.MaterializeResult:
+    storage = killreport.runtime.storage
+    context.log.info("%s %s: %d rows", context.asset_key.to_user_string(), day, rows)
+    return dg.MaterializeResult(
+        metadata={
+            "snapshot_date": day.isoformat(),
+            "dagster/row_count": rows,
+            **universe_series(storage),
+            "sample": sample(storage, sample_of),
+        }
+    )
+
+
 @dg.asset(
     group_name=GROUP,
     deps=[corporations],
@@ -41,23 +60,17 @@ class SnapshotConfig(dg.Config):
 def alliance_snapshot(
     context: dg.AssetExecutionContext, config: SnapshotConfig, killreport: KillreportResource
 ) -> dg.MaterializeResult:
-    storage = killreport.runtime.storage
     day = config.day()
-    rows = storage.write_alliance_snapshot(day)
+    rows = killreport.runtime.storage.write_alliance_snapshot(day)
     s = t.alliance_snapshots
-    context.log.info("alliance_snapshot %s: %d alliances", day, rows)
-    return dg.MaterializeResult(
-        metadata={
-            "snapshot_date": day.isoformat(),
-            "dagster/row_count": rows,
-            **universe_series(storage),
-            "sample": sample(
-                storage,
-                sa.select(s.c.alliance_id, s.c.member_count, s.c.corporation_count)
-                .where(s.c.snapshot_date == day)
-                .order_by(s.c.member_count.desc()),
-            ),
-        }
+    return _report(
+        context,
+        killreport,
+        day,
+        rows,
+        sa.select(s.c.alliance_id, s.c.member_count, s.c.corporation_count)
+        .where(s.c.snapshot_date == day)
+        .order_by(s.c.member_count.desc()),
     )
 
 
@@ -71,21 +84,15 @@ def alliance_snapshot(
 def corporation_snapshot(
     context: dg.AssetExecutionContext, config: SnapshotConfig, killreport: KillreportResource
 ) -> dg.MaterializeResult:
-    storage = killreport.runtime.storage
     day = config.day()
-    rows = storage.write_corporation_snapshot(day)
+    rows = killreport.runtime.storage.write_corporation_snapshot(day)
     s = t.corporation_snapshots
-    context.log.info("corporation_snapshot %s: %d corporations", day, rows)
-    return dg.MaterializeResult(
-        metadata={
-            "snapshot_date": day.isoformat(),
-            "dagster/row_count": rows,
-            **universe_series(storage),
-            "sample": sample(
-                storage,
-                sa.select(s.c.corporation_id, s.c.member_count)
-                .where(s.c.snapshot_date == day)
-                .order_by(s.c.member_count.desc()),
-            ),
-        }
+    return _report(
+        context,
+        killreport,
+        day,
+        rows,
+        sa.select(s.c.corporation_id, s.c.member_count)
+        .where(s.c.snapshot_date == day)
+        .order_by(s.c.member_count.desc()),
     )

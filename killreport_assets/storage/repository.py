@@ -54,6 +54,23 @@ CORPORATION_KEEP_IF_ABSENT = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class _Entity:
+    """How one ESI entity maps onto its table."""
+
+    table: sa.Table
+    fields: tuple[str, ...]
+    keep_if_absent: frozenset[str] = frozenset()
+    clear_when_gone: tuple[str, ...] = ()
+
+
+_ALLIANCE_ENTITY = _Entity(t.alliances, ALLIANCE_FIELDS)
+# A corporation ESI no longer knows is in no alliance, and must not be refreshed as a leaver nightly.
+_CORPORATION_ENTITY = _Entity(
+    t.corporations, CORPORATION_FIELDS, CORPORATION_KEEP_IF_ABSENT, ("alliance_id",)
+)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -226,21 +243,15 @@ class Storage:
         conn.execute(stmt, rows)
 
     def _write_alliances(self, conn: sa.Connection, outcomes: list[Outcome], now: dt.datetime) -> WriteCounts:
-        rows = []
-        gone = []
-        for o in outcomes:
-            if o.status is LedgerStatus.GONE:
-                gone.append(o.job.entity_id)
-            elif o.value is not None:
-                row = {f: getattr(o.value, f) for f in ALLIANCE_FIELDS}
-                row.update(id=o.job.entity_id, closed_at=None)
-                rows.append(row)
-        counts = self._sync_rows(conn, t.alliances, rows, now, keep_if_absent=frozenset())
-        counts.closed += self._close(conn, t.alliances, gone, now)
-        return counts
+        return self._write_entities(conn, outcomes, now, _ALLIANCE_ENTITY)
 
     def _write_corporations(
         self, conn: sa.Connection, outcomes: list[Outcome], now: dt.datetime
+    ) -> WriteCounts:
+        return self._write_entities(conn, outcomes, now, _CORPORATION_ENTITY)
+
+    def _write_entities(
+        self, conn: sa.Connection, outcomes: list[Outcome], now: dt.datetime, entity: _Entity
     ) -> WriteCounts:
         rows = []
         gone = []
@@ -248,11 +259,12 @@ class Storage:
             if o.status is LedgerStatus.GONE:
                 gone.append(o.job.entity_id)
             elif o.value is not None:
-                row = {f: getattr(o.value, f) for f in CORPORATION_FIELDS}
-                row.update(id=o.job.entity_id, closed_at=now if o.value.closed else None)
+                row = {f: getattr(o.value, f) for f in entity.fields}
+                closed = getattr(o.value, "closed", False)
+                row.update(id=o.job.entity_id, closed_at=now if closed else None)
                 rows.append(row)
-        counts = self._sync_rows(conn, t.corporations, rows, now, keep_if_absent=CORPORATION_KEEP_IF_ABSENT)
-        counts.closed += self._close(conn, t.corporations, gone, now, clear=("alliance_id",))
+        counts = self._sync_rows(conn, entity.table, rows, now, keep_if_absent=entity.keep_if_absent)
+        counts.closed += self._close(conn, entity.table, gone, now, clear=entity.clear_when_gone)
         return counts
 
     def _write_memberships(
@@ -512,6 +524,20 @@ class Storage:
 
     def _insert(self, table: sa.Table):
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows in each table the killboard reads."""
+        tables = (
+            t.alliances,
+            t.alliance_corporations,
+            t.corporations,
+            t.alliance_snapshots,
+            t.corporation_snapshots,
+        )
+        with self.engine.connect() as conn:
+            return {
+                table.name: conn.scalar(sa.select(sa.func.count()).select_from(table)) for table in tables
+            }
 
     def scalar(self, query: sa.Executable) -> Any:
         with self.engine.connect() as conn:
