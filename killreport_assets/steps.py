@@ -25,7 +25,12 @@ class Log(Protocol):
     def warning(self, msg: str, *args: object) -> None: ...
 
 
-class StepTimeout(RuntimeError):
+class StepError(RuntimeError):
+    """A step cannot finish, and retrying it straight away would only repeat the same wait; the
+    message says what the operator should do."""
+
+
+class StepTimeout(StepError):
     """A step did not finish in time; the message says how far it got and what to do."""
 
 

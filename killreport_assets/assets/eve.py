@@ -20,7 +20,7 @@ from killreport_assets.assets.reporting import (
 from killreport_assets.jobs.model import JobKind
 from killreport_assets.resources import KillreportResource
 from killreport_assets.runtime import Runtime
-from killreport_assets.steps import StepOutcome, StepTimeout, WaitPolicy, run_step
+from killreport_assets.steps import StepError, StepOutcome, WaitPolicy, run_step
 from killreport_assets.storage import tables as t
 
 GROUP = "eve"
@@ -54,7 +54,7 @@ def _run(
     with runtime.transport() as transport:
         try:
             outcome = run_step(runtime.storage, transport, context.run.run_id, kind, ids, policy, context.log)
-        except StepTimeout as exc:
+        except StepError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
     _enforce_failure_policy(kind.step, outcome, settings.failure_threshold)
     return outcome

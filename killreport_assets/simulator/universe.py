@@ -467,19 +467,21 @@ class _Generator:
             max(1, round(self.n_alliances * BIGGEST_ALLIANCE_SHARE)), self.n_members - (self.n_alliances - 1)
         )
         others = self.n_alliances - 1
+        if not others:
+            return [self.n_members]
         sizes = [1] * others
-        if others:
-            weights = [rng.paretovariate(1.2) for _ in range(others)]
-            for i in rng.choices(range(others), weights=weights, k=self.n_members - biggest - others):
+        weights = [rng.paretovariate(1.2) for _ in range(others)]
+        for i in rng.choices(range(others), weights=weights, k=self.n_members - biggest - others):
+            sizes[i] += 1
+        # Below the giant, but roomy enough that every corporation fits (small universes).
+        cap = max(1, int(biggest * 0.6), -(-(self.n_members - biggest) // others))
+        overflow = sum(max(0, s - cap) for s in sizes)
+        sizes = [min(s, cap) for s in sizes]
+        while overflow:
+            i = rng.randrange(others)
+            if sizes[i] < cap:
                 sizes[i] += 1
-            cap = max(1, int(biggest * 0.6))
-            overflow = sum(max(0, s - cap) for s in sizes)
-            sizes = [min(s, cap) for s in sizes]
-            while overflow:
-                i = rng.randrange(others)
-                if sizes[i] < cap:
-                    sizes[i] += 1
-                    overflow -= 1
+                overflow -= 1
         sizes.insert(rng.randrange(len(sizes) + 1), biggest)
         return sizes
 

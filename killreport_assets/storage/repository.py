@@ -188,12 +188,6 @@ class Storage:
         with self.engine.connect() as conn:
             return [(row.entity_id, row.last_error) for row in conn.execute(query)]
 
-    def latest_refresh_id(self) -> str | None:
-        ledger = t.refresh_ledger
-        query = sa.select(ledger.c.refresh_id).order_by(ledger.c.created_at.desc()).limit(1)
-        with self.engine.connect() as conn:
-            return conn.scalar(query)
-
     # -- applying job outcomes ---------------------------------------------------------------
 
     def apply(self, outcomes: Sequence[Outcome], *, flush: Any = None) -> WriteCounts:
