@@ -14,6 +14,7 @@ from killreport_assets.settings import Settings
 from killreport_assets.storage import Storage
 from killreport_assets.storage.cache import DatabaseCache
 from killreport_assets.transport.inline import InlineTransport
+from killreport_assets.transport.rabbitmq import RabbitTransport
 
 
 class Runtime(AbstractContextManager["Runtime"]):
@@ -26,13 +27,10 @@ class Runtime(AbstractContextManager["Runtime"]):
     def esi(self) -> EsiClient:
         return EsiClient(esi_config(self.settings), self.cache)
 
-    def transport(self) -> InlineTransport:
+    def transport(self) -> InlineTransport | RabbitTransport:
         """Where jobs go: the embedded pool, or RabbitMQ when `KILLREPORT_RABBITMQ_URL` is set."""
         if self.settings.rabbitmq_url is not None:
-            raise NotImplementedError(
-                "KILLREPORT_RABBITMQ_URL is set but the RabbitMQ transport is not available in this "
-                "version; unset it to run in embedded mode"
-            )
+            return RabbitTransport.from_settings(self.settings, self.cache)
         return InlineTransport(self.storage, self.esi, self.cache, workers=self.settings.embedded_workers)
 
     def close(self) -> None:

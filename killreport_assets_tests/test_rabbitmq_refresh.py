@@ -1,0 +1,203 @@
+"""The refresh in RabbitMQ mode, with `killreport worker` subprocesses, against the real RabbitMQ and
+PostgreSQL: the two-day scenario ends with the same tables as embedded mode, and a SIGKILLed worker
+or a broker restart in the middle of a step loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from killreport_assets.resources import KillreportResource
+from killreport_assets.simulator import SimulatorConfig, SimulatorServer
+from killreport_assets.storage import Storage
+from killreport_assets.storage import tables as t
+from killreport_assets_tests.databases import postgres_database
+from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack, rabbitmqctl, wait_for
+from killreport_assets_tests.refresh_support import (
+    assert_tables_match,
+    expire_cache,
+    materialize_all,
+    table_dump,
+)
+from killreport_assets_tests.test_refresh import UNIVERSE, NightClock
+
+# Columns set to "now" by a run: compared by which run set them, not by their value.
+RUN_TIME_COLUMNS = frozenset({"created_at", "updated_at", "closed_at", "first_seen_at", "observed_at"})
+
+
+@pytest.fixture(autouse=True)
+def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[RabbitStack]:
+    with RabbitStack(tmp_path) as stack:
+        yield stack
+
+
+class Runs:
+    """The runs of one mode, so tables can be compared by which run wrote what."""
+
+    def __init__(self, resource: KillreportResource) -> None:
+        self.resource = resource
+        self.windows: list[tuple[dt.datetime, dt.datetime]] = []
+        self.run_ids: list[str] = []
+
+    def materialize(self) -> dg.ExecuteInProcessResult:
+        started = dt.datetime.now(dt.UTC)
+        result = materialize_all(self.resource)
+        self.windows.append((started, dt.datetime.now(dt.UTC)))
+        self.run_ids.append(result.run_id)
+        assert result.success
+        return result
+
+    def run_of(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return f"run {self.run_ids.index(value)}"
+        for index, (start, end) in enumerate(self.windows):
+            if start <= value <= end:
+                return f"run {index}"
+        raise AssertionError(f"{value} was written outside every run")
+
+    def dump(self, storage: Storage) -> dict[str, list[tuple]]:
+        """`table_dump` with run-time values replaced by the run that set them, history ids dropped."""
+        dump = {}
+        for name, rows in table_dump(storage).items():
+            normalised = []
+            for row in rows:
+                values = dict(row._mapping)
+                if name == "alliance_membership_history":
+                    del values["id"]
+                for column, value in values.items():
+                    if value is not None and (column in RUN_TIME_COLUMNS or column == "refresh_id"):
+                        values[column] = self.run_of(value)
+                normalised.append(tuple(sorted(values.items())))
+            dump[name] = sorted(normalised, key=repr)
+        return dump
+
+
+def test_two_days_with_two_workers_end_with_the_same_tables_as_embedded_mode(stack: RabbitStack) -> None:
+    clock = NightClock()
+    with SimulatorServer(UNIVERSE, clock=clock) as simulator, postgres_database() as embedded_url:
+        for _ in range(2):
+            stack.start_worker(simulator.url, "--concurrency", "8")
+        stack.wait_for_consumers("killreport.corporation", 2)
+        rabbit = Runs(stack.resource(simulator.url))
+        embedded = Runs(
+            KillreportResource(
+                database_url=embedded_url, esi_base_url=simulator.url, poll_interval_seconds=0.05
+            )
+        )
+        embedded_storage = Storage.open(embedded_url)
+
+        def night(check: Callable[[Runs], None] = lambda runs: None) -> None:
+            for runs in (embedded, rabbit):
+                simulator.reset_stats()
+                runs.materialize()
+                check(runs)
+            assert rabbit.dump(stack.storage) == embedded.dump(embedded_storage)
+
+        night()
+        assert_tables_match(stack.storage, simulator.universe)
+        day0 = simulator.universe
+
+        def nothing_requested(runs: Runs) -> None:
+            assert simulator.stats()["requests"] == 0, (runs is rabbit, simulator.stats())
+
+        night(nothing_requested)  # same day: everything fresh in the cache
+
+        day1 = simulator.set_day(1)
+        poison = min(set(day1.member_corporation_ids()) & set(day0.member_corporation_ids()))
+        simulator.configure(poison_corporations=[poison])
+        clock.offset += 24 * 3600
+        expire_cache(stack.storage)
+        expire_cache(embedded_storage)
+        night()
+        assert_tables_match(stack.storage, day1, stale=frozenset({poison}))
+
+        ledger = t.refresh_ledger
+        row = stack.storage.rows(
+            sa.select(ledger).where(ledger.c.refresh_id == rabbit.run_ids[-1], ledger.c.entity_id == poison)
+        )[0]
+        assert (row.status, row.http_status) == ("failed", 500)
+        assert row.attempts == 3 * 4 and "gave up after 3 attempts" in row.last_error
+        embedded_storage.dispose()
+    for worker in stack.workers:
+        assert "Traceback" not in worker.log(), worker.log_path
+
+
+def _refresh_in_background(resource: KillreportResource) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=materialize_all(resource)))
+    thread.start()
+    return thread, outcome
+
+
+def _assert_every_corporation_once(stack: RabbitStack, simulator: SimulatorServer, run_id: str) -> None:
+    assert_tables_match(stack.storage, simulator.universe)
+    progress = stack.progress("corporations", run_id)
+    members = set(simulator.universe.member_corporation_ids())
+    assert progress.total == len(members) and progress.pending == 0 and progress.failed == 0
+    assert {row.id for row in stack.storage.rows(sa.select(t.corporations.c.id))} == members
+    for lane in ("alliance", "alliance_corporations", "corporation"):
+        assert stack.queue(f"killreport.{lane}")[0] == 0
+        assert stack.queue(f"killreport.{lane}.dead")[0] == 0
+
+
+SLOW_UNIVERSE = SimulatorConfig(seed=31, alliances=80, corporations=400, latency_ms=50)
+
+
+def test_workers_killed_or_stopped_in_the_middle_of_the_corporations_step_lose_nothing(
+    stack: RabbitStack,
+) -> None:
+    with SimulatorServer(SLOW_UNIVERSE) as simulator:
+        doomed, stopped, survivor = (
+            stack.start_worker(simulator.url, "--concurrency", "2") for _ in range(3)
+        )
+        stack.wait_for_consumers("killreport.corporation", 3)
+        thread, outcome = _refresh_in_background(stack.resource(simulator.url))
+        try:
+            wait_for(
+                lambda: stack.progress("corporations").finished >= 60, "the corporations step to be under way"
+            )
+            doomed.kill()
+            assert stopped.stop() == 0, "SIGTERM: finish the in-flight jobs, exit 0"
+            assert stack.progress("corporations").pending > 100, "both left in the middle of the step"
+        finally:
+            thread.join(300)
+        result = outcome["result"]
+        assert result.success
+        _assert_every_corporation_once(stack, simulator, result.run_id)
+    assert "redelivery 1" in survivor.log(), "the killed worker's unacked jobs went to the survivor"
+    assert "returning" not in stopped.log(), "the stopped worker finished its jobs instead of returning them"
+
+
+def test_a_broker_restart_in_the_middle_of_a_step_is_survived(stack: RabbitStack) -> None:
+    with SimulatorServer(SLOW_UNIVERSE) as simulator:
+        workers = [stack.start_worker(simulator.url, "--concurrency", "2") for _ in range(2)]
+        stack.wait_for_consumers("killreport.corporation", 2)
+        thread, outcome = _refresh_in_background(stack.resource(simulator.url))
+        try:
+            wait_for(
+                lambda: stack.progress("corporations").finished >= 60, "the corporations step to be under way"
+            )
+            rabbitmqctl("stop_app")
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+            assert stack.progress("corporations").pending > 0, "restarted in the middle of the step"
+        finally:
+            thread.join(300)
+        result = outcome["result"]
+        assert result.success
+        _assert_every_corporation_once(stack, simulator, result.run_id)
+    for worker in workers:
+        assert "reconnecting in" in worker.log()

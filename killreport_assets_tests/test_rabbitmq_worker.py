@@ -1,0 +1,193 @@
+"""`killreport worker` against the real RabbitMQ and PostgreSQL: poison and garbage, no worker at all,
+enrichment ahead of the nightly bulk, and the operator commands (`queues`, `enqueue`, config errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pika
+import pytest
+import sqlalchemy as sa
+
+from killreport_assets.jobs.model import Job, JobKind
+from killreport_assets.settings import Settings
+from killreport_assets.simulator import SimulatorConfig, SimulatorServer
+from killreport_assets.storage import tables as t
+from killreport_assets.transport.rabbitmq import enqueue_enrichment
+from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack, wait_for
+from killreport_assets_tests.refresh_support import assert_tables_match, materialize_all
+
+
+@pytest.fixture(autouse=True)
+def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[RabbitStack]:
+    with RabbitStack(tmp_path) as stack:
+        yield stack
+
+
+def _publish_raw(url: str, queue: str, body: bytes) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    finally:
+        connection.close()
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert failures, "the run failed in a step"
+    data = failures[0].step_failure_data
+    return (data.user_failure_data.description if data.user_failure_data else None) or data.error.message
+
+
+def test_poison_entity_fails_after_bounded_attempts_and_garbage_is_dead_lettered(stack: RabbitStack) -> None:
+    config = SimulatorConfig(seed=23, alliances=60, corporations=300)
+    with SimulatorServer(config) as simulator:
+        poison = sorted(simulator.universe.member_corporation_ids())[7]
+        simulator.configure(poison_corporations=[poison])
+        worker = stack.start_worker(simulator.url, "--concurrency", "4")
+        stack.wait_for_consumers("killreport.corporation", 1)
+        # Garbage before the refresh, in a nightly queue and in the enrichment queue.
+        _publish_raw(stack.url, "killreport.corporation", b"\x00not a job\xff")
+        _publish_raw(
+            stack.url, "killreport.enrichment", b'{"v": 99, "refresh_id": "x", "kind": "corporation"}'
+        )
+
+        result = materialize_all(stack.resource(simulator.url))
+        assert result.success, "one failed corporation is below the 1% limit; garbage stops nothing"
+        assert_tables_match(stack.storage, simulator.universe, stale=frozenset({poison}))
+
+        ledger = t.refresh_ledger
+        row = stack.storage.rows(
+            sa.select(ledger).where(ledger.c.refresh_id == result.run_id, ledger.c.entity_id == poison)
+        )[0]
+        assert (row.status, row.http_status) == ("failed", 500)
+        assert row.attempts == 3 * 4, "3 queue-level attempts of 4 ESI requests each, then no more"
+        assert "HTTP 500" in row.last_error and "gave up after 3 attempts" in row.last_error
+
+        assert stack.queue("killreport.corporation.dead")[0] == 1
+        assert stack.queue("killreport.enrichment.dead")[0] == 1
+        assert stack.queue("killreport.corporation.retry.1s")[0] == 0
+        log = worker.log()
+        assert "dead-lettering a message from killreport.corporation" in log and r"not a job\xff" in log
+        assert "unsupported schema version 99" in log
+        assert worker.process.poll() is None, "the worker carried on"
+
+
+def test_a_refresh_without_workers_fails_within_seconds_saying_to_start_one(stack: RabbitStack) -> None:
+    with SimulatorServer(SimulatorConfig(seed=3, alliances=60, corporations=300)) as simulator:
+        started = time.monotonic()
+        result = materialize_all(stack.resource(simulator.url))
+        elapsed = time.monotonic() - started
+    assert not result.success
+    assert elapsed < 30, f"failed after {elapsed:.0f} s"
+    message = _failure_message(result)
+    assert "no worker consumes killreport.alliance" in message and "killreport worker" in message
+    assert stack.queue("killreport.alliance")[0] == 0, "nothing was published for nobody"
+
+
+def test_enrichment_is_served_ahead_of_the_nightly_bulk(stack: RabbitStack) -> None:
+    config = SimulatorConfig(seed=29, alliances=80, corporations=400, latency_ms=50)
+    with SimulatorServer(config) as simulator:
+        stack.start_worker(simulator.url, "--concurrency", "4")
+        stack.wait_for_consumers("killreport.corporation", 1)
+        outcome: dict[str, dg.ExecuteInProcessResult] = {}
+        run = threading.Thread(
+            target=lambda: outcome.update(result=materialize_all(stack.resource(simulator.url)))
+        )
+        run.start()
+        try:
+            wait_for(
+                lambda: stack.progress("corporations").finished >= 40, "the corporations step to be under way"
+            )
+            refresh_id = stack.storage.scalar(
+                sa.select(t.refresh_ledger.c.refresh_id)
+                .where(t.refresh_ledger.c.step == "corporations")
+                .limit(1)
+            )
+            pending = sorted(
+                stack.storage.pending_ids(refresh_id, "corporations")
+            )  # the bulk is published in ID order: these five come last
+            chosen = pending[-5:]
+            settings = dataclasses.replace(
+                Settings.from_env(), rabbitmq_url=stack.url, database_url=stack.database_url
+            )
+            enqueued_at = time.monotonic()
+            enqueue_enrichment(settings, [Job("enrichment-test", JobKind.CORPORATION, i) for i in chosen])
+            wait_for(
+                lambda: stack.progress("corporations", "enrichment-test").finished == len(chosen),
+                "the enrichment jobs to finish",
+            )
+            served_in = time.monotonic() - enqueued_at
+            bulk = stack.progress("corporations", refresh_id)
+            still_pending = set(stack.storage.pending_ids(refresh_id, "corporations"))
+        finally:
+            run.join(300)
+    assert outcome["result"].success
+    assert bulk.pending >= 100, f"enrichment finished while {bulk.pending} bulk jobs were still queued"
+    assert set(chosen) <= still_pending, "served before their own nightly jobs, queued long before"
+    assert served_in < 10, served_in
+
+
+def test_queues_and_enqueue_commands(stack: RabbitStack, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        "KILLREPORT_RABBITMQ_URL": stack.url,
+        "KILLREPORT_DATABASE_URL": stack.database_url,
+    }
+
+    def killreport(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "killreport_assets.cli", *args],
+            env={**env, **overrides},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+
+    done = killreport("enqueue", "corporation", "98000001", "98000002", "98000001")
+    assert done.returncode == 0, done.stderr
+    assert "queued 2 corporation job(s)" in done.stdout
+    assert "no worker consumes the enrichment queue" in done.stderr
+    assert stack.queue("killreport.enrichment")[0] == 2
+
+    done = killreport("queues")
+    assert done.returncode == 0, done.stderr
+    lines = {
+        line.split()[0]: line.split()
+        for line in done.stdout.splitlines()
+        if line.strip().startswith("killreport.")
+    }
+    assert set(lines) == {
+        "killreport.alliance",
+        "killreport.alliance_corporations",
+        "killreport.corporation",
+        "killreport.enrichment",
+    }
+    assert lines["killreport.enrichment"][1:2] == ["2"], done.stdout
+    assert "unacked" in done.stdout and "refresh: nothing recorded" in done.stdout
+
+    bad_password = stack.url.replace("guest:guest@", "guest:wrong@")
+    done = killreport("worker", KILLREPORT_RABBITMQ_URL=bad_password)
+    assert done.returncode == 2 and "refused the login" in done.stderr, done.stderr
+    done = killreport("worker", KILLREPORT_RABBITMQ_URL=stack.url + "_missing")
+    assert done.returncode == 2 and "denied access to the virtual host" in done.stderr, done.stderr
+    done = killreport("worker", KILLREPORT_RABBITMQ_URL="")
+    assert done.returncode == 2 and "KILLREPORT_RABBITMQ_URL is not set" in done.stderr, done.stderr
