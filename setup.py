@@ -38,6 +38,8 @@ setup(
             "pytest-timeout>=2.3",
             "jsonschema>=4.21",
             "ruff>=0.6",
+            # Drives Debian's Chromium (/usr/bin/chromium) in the UI test; no browser download needed.
+            "playwright>=1.40",
         ],
     },
     entry_points={"console_scripts": ["killreport=killreport_assets.cli:main"]},

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from killreport_assets.settings import Settings, SettingsError, redact_url
+from killreport_assets.logs import configure_logging
+from killreport_assets.settings import LogSettings, Settings, SettingsError, redact_url
 from killreport_assets.version import __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        configure_logging(LogSettings.from_env(), verbose=args.verbose)
         return int(args.run(args) or 0)
     except SettingsError as exc:
         print(f"killreport: configuration error: {exc}", file=sys.stderr)
@@ -49,6 +46,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the application database schema")
     migrate.set_defaults(run=_migrate)
+
+    from killreport_assets import worker_cli
+
+    for name, help_text, configure, run in (
+        (
+            "worker",
+            "consume the RabbitMQ job queues and do the ESI work",
+            worker_cli.configure_worker_parser,
+            worker_cli.run_worker,
+        ),
+        (
+            "queues",
+            "queue depths, consumers, and the progress of the current refresh",
+            worker_cli.configure_queues_parser,
+            worker_cli.run_queues,
+        ),
+        (
+            "enqueue",
+            "on-demand (enrichment) refresh of given alliances or corporations",
+            worker_cli.configure_enqueue_parser,
+            worker_cli.run_enqueue,
+        ),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        configure(command)
+        command.set_defaults(run=run)
+
+    from killreport_assets import doctor
+
+    doctor_parser = commands.add_parser(
+        "doctor",
+        help="pre-flight: check database, broker, workers, ESI and Dagster; non-zero exit on failure",
+    )
+    doctor.configure_parser(doctor_parser)
+    doctor_parser.set_defaults(run=doctor.run)
     return parser
 
 

@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 DEFAULT_ESI_BASE_URL = "https://esi.evetech.net"
 DEFAULT_ESI_CONTACT = "+https://github.com/killreport/killreport_assets"
 DEFAULT_DATABASE_FILE = "killreport.db"
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 T = TypeVar("T")
 
@@ -31,6 +34,32 @@ class StepTimeouts:
     alliances: float = 30 * 60
     alliance_corporations: float = 60 * 60
     corporations: float = 90 * 60
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the `killreport` commands log (Dagster runs log to Dagster's event log instead).
+
+    Read apart from `Settings` so that commands which do not need the refresh's settings (the
+    simulator, the worker) can log before, and regardless of, those being valid.
+    """
+
+    format: str = "text"
+    level: str = "INFO"
+    file: Path | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LogSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        return cls(
+            format=reader.get("KILLREPORT_LOG_FORMAT", _choice(*LOG_FORMATS), "text"),
+            level=reader.get("KILLREPORT_LOG_LEVEL", _choice(*LOG_LEVELS), "INFO"),
+            file=reader.get("KILLREPORT_LOG_FILE", Path, None),
+            max_bytes=reader.get("KILLREPORT_LOG_MAX_BYTES", _positive(int), 10 * 1024 * 1024),
+            backups=reader.get("KILLREPORT_LOG_BACKUPS", _positive(int), 5),
+        )
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,9 @@ class Settings:
     retry_delay: int = 30
     max_attempts: int = 3
     rabbitmq_management_url: str | None = None
+    alert_webhook_url: str | None = None
+    dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def embedded(self) -> bool:
@@ -83,6 +115,10 @@ class Settings:
             retry_delay=reader.get("KILLREPORT_RETRY_DELAY_SECONDS", _positive(int), 30),
             max_attempts=reader.get("KILLREPORT_MAX_ATTEMPTS", _positive(int), 3),
             rabbitmq_management_url=reader.get("KILLREPORT_RABBITMQ_MANAGEMENT_URL", _http_url, None),
+            # A webhook URL is a credential (its path is the secret): never echoed, even when invalid.
+            alert_webhook_url=reader.get("KILLREPORT_ALERT_WEBHOOK_URL", _webhook_url, None, secret=True),
+            dagster_ui_url=reader.get("KILLREPORT_DAGSTER_UI_URL", _http_url, DEFAULT_DAGSTER_UI_URL),
+            log=LogSettings.from_env(env),
         )
 
 
@@ -106,14 +142,14 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._env = environ
 
-    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+    def get(self, name: str, parse: Callable[[str], T], default: T, *, secret: bool = False) -> T:
         raw = self._env.get(name)
         if raw is None or raw.strip() == "":
             return default
         try:
             return parse(raw.strip())
         except (TypeError, ValueError) as exc:
-            shown = redact_url(raw) if "://" in raw else raw
+            shown = "<hidden>" if secret else redact_url(raw) if "://" in raw else raw
             raise SettingsError(f"{name}={shown!r} is invalid: {exc}") from None
 
 
@@ -130,6 +166,18 @@ def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
         if not value > 0:  # type: ignore[operator]
             raise ValueError(f"expected a positive {kind.__name__}")
         return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    """One of `choices`, matched case-insensitively, returned as spelled in `choices`."""
+
+    def parse(raw: str) -> str:
+        for choice in choices:
+            if raw.lower() == choice.lower():
+                return choice
+        raise ValueError(f"expected one of {', '.join(choices)}")
 
     return parse
 
@@ -157,6 +205,13 @@ def _http_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an http(s) URL such as https://esi.evetech.net")
     return raw.rstrip("/")
+
+
+def _webhook_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected the http(s) URL of a Slack or Discord incoming webhook")
+    return raw
 
 
 def _amqp_url(raw: str) -> str:

@@ -525,7 +525,9 @@ def test_subprocess_and_cli() -> None:
 
 
 @pytest.mark.parametrize(("alliances", "corporations"), [(1, 10), (2, 3), (20, 100), (40, 250), (40, 400)])
-def test_small_universes_hold_exactly_the_requested_member_corporations(alliances: int, corporations: int) -> None:
+def test_small_universes_hold_exactly_the_requested_member_corporations(
+    alliances: int, corporations: int
+) -> None:
     universe = Universe.generate(1, alliances, corporations)
     assert len(universe.listed_alliance_ids()) == alliances
     assert len(universe.member_corporation_ids()) == corporations
