@@ -11,8 +11,6 @@ import os
 import time
 from pathlib import Path
 
-import dagster as dg
-
 from killreport_assets.settings import redact_url
 
 
@@ -38,6 +36,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dagster as dg  # here, not at the top: `killreport` should start fast for every other command
+
     from killreport_assets.assets import ALL_ASSETS
     from killreport_assets.checks import ALL_CHECKS
     from killreport_assets.resources import KillreportResource

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from killreport_assets_tests.databases import database
+from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -15,3 +16,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """An empty application database, once on SQLite and once on the local PostgreSQL."""
     with database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RabbitStack]:
+    """RabbitMQ mode: a vhost and a database of the test's own, with the test settings in the environment."""
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    with RabbitStack(tmp_path) as stack:
+        yield stack

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from killreport_assets.resources import KillreportResource
@@ -19,7 +17,11 @@ from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
 from killreport_assets_tests.databases import postgres_database
-from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack, rabbitmqctl, wait_for
+from killreport_assets_tests.rabbit_support import (
+    RabbitStack,
+    rabbitmqctl,
+    wait_for,
+)
 from killreport_assets_tests.refresh_support import (
     assert_tables_match,
     expire_cache,
@@ -30,18 +32,6 @@ from killreport_assets_tests.test_refresh import UNIVERSE, NightClock
 
 # Columns set to "now" by a run: compared by which run set them, not by their value.
 RUN_TIME_COLUMNS = frozenset({"created_at", "updated_at", "closed_at", "first_seen_at", "observed_at"})
-
-
-@pytest.fixture(autouse=True)
-def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[RabbitStack]:
-    with RabbitStack(tmp_path) as stack:
-        yield stack
 
 
 class Runs:

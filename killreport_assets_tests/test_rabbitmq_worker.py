@@ -9,12 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pika
-import pytest
 import sqlalchemy as sa
 
 from killreport_assets.jobs.model import Job, JobKind
@@ -22,20 +20,12 @@ from killreport_assets.settings import Settings
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import tables as t
 from killreport_assets.transport.rabbitmq import enqueue_enrichment
-from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack, wait_for
+from killreport_assets_tests.rabbit_support import (
+    TEST_ENV,
+    RabbitStack,
+    wait_for,
+)
 from killreport_assets_tests.refresh_support import assert_tables_match, materialize_all
-
-
-@pytest.fixture(autouse=True)
-def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TEST_ENV.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[RabbitStack]:
-    with RabbitStack(tmp_path) as stack:
-        yield stack
 
 
 def _publish_raw(url: str, queue: str, body: bytes) -> None:
