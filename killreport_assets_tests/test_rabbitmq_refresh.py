@@ -5,6 +5,7 @@ or a broker restart in the middle of a step loses nothing and duplicates nothing
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -167,10 +168,10 @@ def test_workers_killed_or_stopped_in_the_middle_of_the_corporations_step_lose_n
         result = outcome["result"]
         assert result.success
         _assert_every_corporation_once(stack, simulator, result.run_id)
-    # RabbitMQ hands the killed worker's unacked jobs to whichever consumer it picks, the stopping one included.
-    assert "redelivery 1" in survivor.log() + stopped.log(), (
-        "the killed worker's unacked jobs were redelivered"
-    )
+    # RabbitMQ hands the killed worker's unacked jobs to whichever consumer it picks, the stopping one
+    # included, which may return one again ("redelivery 2").
+    logs = survivor.log() + stopped.log()
+    assert re.search(r"redelivery [12]\b", logs), "the killed worker's unacked jobs were redelivered"
     assert "returning" not in stopped.log(), "the stopped worker finished its jobs instead of returning them"
 
 
