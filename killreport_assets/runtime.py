@@ -48,4 +48,5 @@ def esi_config(settings: Settings) -> EsiConfig:
         contact=settings.esi_contact,
         max_requests_per_second=settings.esi_max_rps,
         max_concurrency=settings.esi_concurrency,
+        error_limit_margin=settings.esi_error_limit_margin,
     )

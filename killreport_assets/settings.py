@@ -70,6 +70,7 @@ class Settings:
     esi_contact: str = DEFAULT_ESI_CONTACT
     esi_max_rps: float = 50.0
     esi_concurrency: int = 20
+    esi_error_limit_margin: int = 0
     embedded_workers: int = 20
     schedule_hour: int = 2
     step_timeouts: StepTimeouts = field(default_factory=StepTimeouts)
@@ -83,6 +84,14 @@ class Settings:
     alert_webhook_url: str | None = None
     dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL
     log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        margin, concurrency = self.esi_error_limit_margin, self.esi_concurrency
+        if margin and margin < concurrency:
+            raise SettingsError(
+                f"KILLREPORT_ESI_ERROR_LIMIT_MARGIN={margin} is below KILLREPORT_ESI_CONCURRENCY={concurrency}: "
+                "every in-flight request may fail, so the margin must cover at least this process's"
+            )
 
     @property
     def embedded(self) -> bool:
@@ -99,6 +108,7 @@ class Settings:
             esi_contact=reader.get("KILLREPORT_ESI_CONTACT", _non_empty, DEFAULT_ESI_CONTACT),
             esi_max_rps=reader.get("KILLREPORT_ESI_MAX_RPS", _positive(float), 50.0),
             esi_concurrency=reader.get("KILLREPORT_ESI_CONCURRENCY", _positive(int), 20),
+            esi_error_limit_margin=reader.get("KILLREPORT_ESI_ERROR_LIMIT_MARGIN", _error_margin, 0),
             embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", _positive(int), 20),
             schedule_hour=reader.get("KILLREPORT_SCHEDULE_HOUR", _hour, 2),
             step_timeouts=StepTimeouts(
@@ -155,6 +165,16 @@ class _Reader:
 
 def _non_empty(raw: str) -> str:
     return raw
+
+
+def _error_margin(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value < 100:
+        raise ValueError(
+            "expected 0 (derive it from KILLREPORT_ESI_CONCURRENCY) or the in-flight requests of every "
+            "process on this IP together, below ESI's 100 errors per window"
+        )
+    return value
 
 
 def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:

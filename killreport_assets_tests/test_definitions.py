@@ -53,6 +53,7 @@ def test_schedule_hour_is_configurable_and_validated() -> None:
         ("KILLREPORT_ESI_MAX_RPS", "0"),
         ("KILLREPORT_CORPORATIONS_TIMEOUT_MINUTES", "soon"),
         ("KILLREPORT_FAILURE_THRESHOLD", "5"),
+        ("KILLREPORT_ESI_ERROR_LIMIT_MARGIN", "100"),
     ],
 )
 def test_a_wrong_setting_names_the_variable(name: str, value: str) -> None:
@@ -64,3 +65,16 @@ def test_passwords_are_not_echoed_in_setting_errors() -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env({"KILLREPORT_RABBITMQ_URL": "http://user:hunter2@broker/"})
     assert "hunter2" not in str(error.value)
+
+
+def test_the_error_limit_margin_reaches_the_esi_client_and_covers_the_concurrency() -> None:
+    from killreport_assets.runtime import esi_config
+
+    shared_ip = Settings.from_env(
+        {"KILLREPORT_ESI_CONCURRENCY": "10", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "40"}
+    )
+    assert esi_config(shared_ip).error_margin == 40
+    with pytest.raises(
+        SettingsError, match="KILLREPORT_ESI_ERROR_LIMIT_MARGIN=5 is below KILLREPORT_ESI_CONCURRENCY"
+    ):
+        Settings.from_env({"KILLREPORT_ESI_CONCURRENCY": "10", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "5"})
