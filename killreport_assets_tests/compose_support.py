@@ -6,9 +6,7 @@ ones), so that the commands and healthchecks are known to work, not only to pars
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,7 +16,14 @@ from typing import Any, Self
 
 import yaml
 
-from killreport_assets_tests.dagster_support import BIN, REPO, free_port, restore_sigint, wait_until
+from killreport_assets_tests.dagster_support import (
+    BIN,
+    REPO,
+    free_port,
+    interrupt_group,
+    start_group,
+    wait_until,
+)
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 SERVICES = frozenset({"postgres", "rabbitmq", "user-code", "webserver", "daemon", "worker", "esi-sim"})
@@ -102,17 +107,12 @@ class LocalStack:
         self, service: str, *extra: str, env: Mapping[str, str] | None = None, timeout: float = 180
     ) -> None:
         """Start `service` and wait until its compose healthcheck passes (if it has one)."""
-        with (self.folder / f"{service}.log").open("wb") as log:
-            self.processes[service] = subprocess.Popen(
-                self.command(service, *extra),
-                env={**self.env, **(env or {})},
-                cwd=self.folder,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=restore_sigint,
-            )
+        self.processes[service] = start_group(
+            self.command(service, *extra),
+            env={**self.env, **(env or {})},
+            cwd=self.folder,
+            log_path=self.folder / f"{service}.log",
+        )
         healthcheck = self.compose["services"][service].get("healthcheck")
         if healthcheck is not None:
             wait_until(lambda: self.healthy(service), f"the {service} healthcheck", timeout, interval=1.0)
@@ -127,15 +127,7 @@ class LocalStack:
         return done.returncode == 0
 
     def stop(self, service: str) -> int:
-        process = self.processes.pop(service)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(30)
-        return process.returncode
+        return interrupt_group(self.processes.pop(service))
 
     def log(self, service: str) -> str:
         return (self.folder / f"{service}.log").read_text(errors="replace")[-5000:]

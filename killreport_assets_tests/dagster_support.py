@@ -83,20 +83,15 @@ class DagsterDev:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    str(BIN / "dagster"),
-                    *("dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.port)),
-                ],
-                cwd=self.log_path.parent,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=restore_sigint,
-            )
+        self._process = start_group(
+            [
+                str(BIN / "dagster"),
+                *("dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.port)),
+            ],
+            env=self.env,
+            cwd=self.log_path.parent,
+            log_path=self.log_path,
+        )
         try:
             wait_until(self._code_loaded, "dagster dev to serve the code location", self._startup_timeout)
         except BaseException:
@@ -110,15 +105,8 @@ class DagsterDev:
         self.stop()
 
     def stop(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(30)
+        if self._process is not None:
+            interrupt_group(self._process)
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -177,9 +165,41 @@ class DagsterDev:
         return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
 
 
-def restore_sigint() -> None:
+def _restore_sigint() -> None:
     """In the child before exec: a background shell's children inherit SIGINT ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_group(
+    argv: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a process group of its own with SIGINT restored, output to `log_path`.
+
+    `dagster dev` maps SIGTERM onto SIGINT's handler, so a child that inherited SIGINT ignored
+    would ignore both and leak its webserver, daemon and code server."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_restore_sigint,
+        )
+
+
+def interrupt_group(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGINT the whole group, SIGKILL it if it has not exited within `timeout`; the exit code."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+    return process.returncode
 
 
 _WORKSPACE = """
