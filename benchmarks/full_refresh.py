@@ -75,7 +75,7 @@ def main() -> int:
         wall = time.monotonic() - started
         stats = simulator.stats()
         storage = Storage.open(url)
-        rows = storage.row_counts()
+        rows = storage.reports.row_counts()
         storage.dispose()
 
     steps = {}

@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from killreport_assets.envvars import redact_url
 from killreport_assets.logs import configure_logging
-from killreport_assets.settings import LogSettings, Settings, SettingsError, redact_url
+from killreport_assets.settings import LogSettings, SettingsError, database_url
 from killreport_assets.version import __version__
 
 
@@ -87,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _migrate(args: argparse.Namespace) -> int:
     from killreport_assets.storage import Storage, migrate
 
-    settings = Settings.from_env()
-    storage = Storage.open(settings.database_url)
+    url = database_url()
+    storage = Storage.open(url)
     revision = migrate(storage.engine)
-    print(f"{redact_url(settings.database_url)}: schema at revision {revision}")
+    print(f"{redact_url(url)}: schema at revision {revision}")
     storage.dispose()
     return 0
 

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from killreport_assets.settings import redact_url
+from killreport_assets.envvars import redact_url
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from killreport_assets.assets import ALL_ASSETS
     from killreport_assets.checks import ALL_CHECKS
-    from killreport_assets.resources import KillreportResource
+    from killreport_assets.resources import refresh_resources
     from killreport_assets.simulator import SimulatorConfig, SimulatorServer
     from killreport_assets.storage import Storage
 
@@ -53,13 +53,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"ESI simulator: {simulator.url} ({args.alliances} alliances, ~{args.corporations} corporations)"
         )
-        resource = KillreportResource(database_url=database_url, esi_base_url=simulator.url)
         instance = (
             dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
         )
         result = dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
-            resources={"killreport": resource},
+            resources=refresh_resources(database_url=database_url, esi_base_url=simulator.url),
             instance=instance,
             raise_on_error=False,
         )
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     storage = Storage.open(database_url)
     try:
-        counts = storage.row_counts()
+        counts = storage.reports.row_counts()
     finally:
         storage.dispose()
     checks = result.get_asset_check_evaluations()

@@ -1,47 +1,100 @@
-"""The Dagster resource that gives assets their `Runtime` (storage, ESI client, transport).
+"""The Dagster resources, one per system the refresh touches: the database, ESI, the transport.
 
-Every field is optional: unset fields come from the environment (see `settings.py` and the README),
-so secrets such as database passwords never enter Dagster's run config or its UI.
+Each reads only its own settings, when a run first uses it: the code location loads with no
+setting but the schedule hour, and a bad worker-only setting never reaches the Dagster side.
+Secret-bearing URLs come through `dg.EnvVar` (see `definitions.py`), so they never enter run config.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from killreport_assets.runtime import Runtime
-from killreport_assets.settings import Settings
+from killreport_assets.esi import EsiClient, EsiConfig, HttpCache
+from killreport_assets.settings import BrokerSettings, RefreshSettings, database_url, esi_config
+from killreport_assets.storage import Storage
+from killreport_assets.transport.base import Transport
+from killreport_assets.transport.inline import InlineTransport
+from killreport_assets.transport.rabbitmq import RabbitTransport
 
 
-class KillreportResource(dg.ConfigurableResource):
-    """Application database, ESI and job transport for the refresh assets."""
+class DatabaseResource(dg.ConfigurableResource):
+    """The application database (KILLREPORT_DATABASE_URL; default: SQLite beside DAGSTER_HOME)."""
 
-    database_url: str | None = None
-    esi_base_url: str | None = None
+    url: str | None = None
+
+    _storage: Storage | None = PrivateAttr(default=None)
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            url = database_url({"KILLREPORT_DATABASE_URL": self.url} if self.url else None)
+            self._storage = Storage.open(url, pool_size=4)
+        return self._storage
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._storage is not None:
+            self._storage.dispose()
+            self._storage = None
+
+
+class EsiResource(dg.ConfigurableResource):
+    """ESI: the KILLREPORT_ESI_* settings; `base_url` overrides KILLREPORT_ESI_BASE_URL."""
+
+    base_url: str | None = None
+
+    _client: EsiClient | None = PrivateAttr(default=None)
+
+    def config(self) -> EsiConfig:
+        config = esi_config()
+        return dataclasses.replace(config, base_url=self.base_url) if self.base_url else config
+
+    def client(self, cache: HttpCache) -> EsiClient:
+        """The run's one client (one connection pool, the process's governor), reading `cache`."""
+        if self._client is None:
+            self._client = EsiClient(self.config(), cache)
+        return self._client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class TransportResource(dg.ConfigurableResource):
+    """Where jobs run: the embedded pool, or RabbitMQ workers when KILLREPORT_RABBITMQ_URL is set;
+    and how a step waits for them (the KILLREPORT_* step settings)."""
+
     rabbitmq_url: str | None = None
     poll_interval_seconds: float = 1.0
 
-    _runtime: Runtime | None = PrivateAttr(default=None)
+    def refresh_settings(self) -> RefreshSettings:
+        return RefreshSettings.from_env()
 
-    def settings(self) -> Settings:
-        overrides = {
-            name: value
-            for name, value in (
-                ("database_url", self.database_url),
-                ("esi_base_url", self.esi_base_url),
-                ("rabbitmq_url", self.rabbitmq_url),
-            )
-            if value is not None
-        }
-        return dataclasses.replace(Settings.from_env(), **overrides)
+    def open(self, storage: Storage, client: EsiClient) -> Transport:
+        broker = BrokerSettings.from_env()
+        if self.rabbitmq_url:
+            broker = dataclasses.replace(broker, url=self.rabbitmq_url)
+        if broker.url is not None:
+            return RabbitTransport(broker.url, broker.retry_delay)
+        return InlineTransport(storage, client, workers=self.refresh_settings().embedded_workers)
 
-    @property
-    def runtime(self) -> Runtime:
-        if self._runtime is None:
-            self._runtime = Runtime(self.settings())
-        return self._runtime
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._runtime is not None:
-            self._runtime.close()
-            self._runtime = None
+def refresh_resources(
+    *,
+    database_url: str | None = None,
+    esi_base_url: str | None = None,
+    rabbitmq_url: str | None = None,
+    poll_interval_seconds: float = 1.0,
+) -> Mapping[str, dg.ConfigurableResource]:
+    """The resources the refresh assets and checks take, by their parameter names."""
+    return {
+        "database": DatabaseResource(url=database_url),
+        "esi": EsiResource(base_url=esi_base_url),
+        "transport": TransportResource(
+            rabbitmq_url=rabbitmq_url, poll_interval_seconds=poll_interval_seconds
+        ),
+    }

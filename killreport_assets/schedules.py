@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from killreport_assets.assets import ALL_ASSETS
-from killreport_assets.settings import Settings
 
 REFRESH_TAG = "killreport/refresh"
 MAX_RUNTIME_SECONDS = 4 * 60 * 60  # the three step timeouts (3 h) plus the snapshots, with margin
@@ -19,11 +18,11 @@ daily_refresh_job = dg.define_asset_job(
 )
 
 
-def build_daily_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
+def build_daily_refresh_schedule(hour: int) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="daily_refresh_schedule",
         job=daily_refresh_job,
-        cron_schedule=f"0 {settings.schedule_hour} * * *",
+        cron_schedule=f"0 {hour} * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Runs the full refresh every day (KILLREPORT_SCHEDULE_HOUR, default 02:00 UTC).",

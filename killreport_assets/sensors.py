@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 import httpx
 
-from killreport_assets.settings import Settings
+from killreport_assets.settings import AlertSettings
 
 if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
@@ -104,11 +104,11 @@ def redact_webhook(url: str) -> str:
     description="Posts every failed run to KILLREPORT_ALERT_WEBHOOK_URL (Slack or Discord); off when unset.",
 )
 def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
-    settings = Settings.from_env()
-    if settings.alert_webhook_url is None:
+    settings = AlertSettings.from_env()
+    if settings.webhook_url is None:
         return
     alert = failure_alert(context, settings.dagster_ui_url)
-    post_alert(settings.alert_webhook_url, alert.payload(), context.log, timeout=WEBHOOK_TIMEOUT_SECONDS)
+    post_alert(settings.webhook_url, alert.payload(), context.log, timeout=WEBHOOK_TIMEOUT_SECONDS)
 
 
 def _step_error(event: dg.DagsterEvent) -> str:

@@ -7,42 +7,44 @@ would be valid, instead of surfacing later as an obscure failure deep inside a r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, TypeVar
 
-DEFAULT_ESI_BASE_URL = "https://esi.evetech.net"
+from killreport_assets.envvars import (
+    Reader,
+    SettingsError,
+    amqp_url,
+    choice,
+    database_url_value,
+    fraction,
+    hour,
+    http_url,
+    minutes,
+    non_empty,
+    non_negative_int,
+    positive,
+    webhook_url,
+)
+from killreport_assets.esi.config import EsiConfig
+
+if TYPE_CHECKING:
+    from killreport_assets.registry import EntityKind
+
 DEFAULT_ESI_CONTACT = "+https://github.com/killreport/killreport_assets"
 DEFAULT_DATABASE_FILE = "killreport.db"
 DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_SCHEDULE_HOUR = 2
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class StepTimeouts:
-    """How long each ESI step may take before its asset fails (seconds)."""
-
-    alliances: float = 30 * 60
-    alliance_corporations: float = 60 * 60
-    corporations: float = 90 * 60
-
-
 @dataclass(frozen=True)
 class LogSettings:
-    """How the `killreport` commands log (Dagster runs log to Dagster's event log instead).
-
-    Read apart from `Settings` so that commands which do not need the refresh's settings (the
-    simulator, the worker) can log before, and regardless of, those being valid.
-    """
+    """How the `killreport` commands log (Dagster runs log to Dagster's event log instead)."""
 
     format: str = "text"
     level: str = "INFO"
@@ -52,83 +54,171 @@ class LogSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LogSettings:
-        reader = _Reader(os.environ if environ is None else environ)
+        reader = Reader(environ)
         return cls(
-            format=reader.get("KILLREPORT_LOG_FORMAT", _choice(*LOG_FORMATS), "text"),
-            level=reader.get("KILLREPORT_LOG_LEVEL", _choice(*LOG_LEVELS), "INFO"),
+            format=reader.get("KILLREPORT_LOG_FORMAT", choice(*LOG_FORMATS), cls.format),
+            level=reader.get("KILLREPORT_LOG_LEVEL", choice(*LOG_LEVELS), cls.level),
             file=reader.get("KILLREPORT_LOG_FILE", Path, None),
-            max_bytes=reader.get("KILLREPORT_LOG_MAX_BYTES", _positive(int), 10 * 1024 * 1024),
-            backups=reader.get("KILLREPORT_LOG_BACKUPS", _positive(int), 5),
+            max_bytes=reader.get("KILLREPORT_LOG_MAX_BYTES", positive(int), cls.max_bytes),
+            backups=reader.get("KILLREPORT_LOG_BACKUPS", positive(int), cls.backups),
+        )
+
+
+def esi_config(environ: Mapping[str, str] | None = None) -> EsiConfig:
+    """The ESI client's configuration from the KILLREPORT_ESI_* variables. Its defaults and rules
+    (e.g. the error margin's) are `EsiConfig`'s own, checked there once; this names the variables."""
+    reader = Reader(environ)
+    given = {
+        "base_url": reader.get("KILLREPORT_ESI_BASE_URL", http_url, None),
+        "contact": reader.get("KILLREPORT_ESI_CONTACT", non_empty, DEFAULT_ESI_CONTACT),
+        "max_requests_per_second": reader.get("KILLREPORT_ESI_MAX_RPS", positive(float), None),
+        "max_concurrency": reader.get("KILLREPORT_ESI_CONCURRENCY", positive(int), None),
+        "error_limit_margin": reader.get("KILLREPORT_ESI_ERROR_LIMIT_MARGIN", non_negative_int, None),
+    }
+    try:
+        return EsiConfig(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as exc:
+        named = [f"{variable}={given[name]}" for name, variable in _ESI_VARIABLES.items() if name in str(exc)]
+        raise SettingsError(f"{' and '.join(named) or 'KILLREPORT_ESI_*'}: {exc}") from None
+
+
+# EsiConfig's fields as the variables that set them, for its error messages.
+_ESI_VARIABLES = {
+    "error_limit_margin": "KILLREPORT_ESI_ERROR_LIMIT_MARGIN",
+    "max_concurrency": "KILLREPORT_ESI_CONCURRENCY",
+    "contact": "KILLREPORT_ESI_CONTACT",
+    "base_url": "KILLREPORT_ESI_BASE_URL",
+}
+
+
+@dataclass(frozen=True)
+class RefreshSettings:
+    """How the Dagster run drives a refresh: step timeouts (one per registered kind), stall
+    detection, progress logging, the failure threshold, and the embedded pool's size."""
+
+    step_timeouts: Mapping[str, float] = field(default_factory=dict)
+    stall_timeout: float = 10 * 60
+    progress_interval: float = 30.0
+    failure_threshold: float = 0.01
+    embedded_workers: int = 20
+
+    def step_timeout(self, kind: EntityKind) -> float:
+        return self.step_timeouts.get(kind.name, kind.timeout_minutes * 60)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RefreshSettings:
+        from killreport_assets.registry import REGISTRY
+
+        reader = Reader(environ)
+        return cls(
+            step_timeouts={
+                kind.name: reader.get(kind.timeout_variable, minutes, kind.timeout_minutes * 60)
+                for kind in REGISTRY
+            },
+            stall_timeout=reader.get("KILLREPORT_STALL_TIMEOUT_SECONDS", positive(float), cls.stall_timeout),
+            progress_interval=reader.get(
+                "KILLREPORT_PROGRESS_INTERVAL_SECONDS", positive(float), cls.progress_interval
+            ),
+            failure_threshold=reader.get("KILLREPORT_FAILURE_THRESHOLD", fraction, cls.failure_threshold),
+            embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", positive(int), cls.embedded_workers),
         )
 
 
 @dataclass(frozen=True)
-class Settings:
-    database_url: str
-    rabbitmq_url: str | None = None
-    esi_base_url: str = DEFAULT_ESI_BASE_URL
-    esi_contact: str = DEFAULT_ESI_CONTACT
-    esi_max_rps: float = 50.0
-    esi_concurrency: int = 20
-    esi_error_limit_margin: int = 0
-    embedded_workers: int = 20
-    schedule_hour: int = 2
-    step_timeouts: StepTimeouts = field(default_factory=StepTimeouts)
-    stall_timeout: float = 10 * 60
-    progress_interval: float = 30.0
-    failure_threshold: float = 0.01
-    worker_concurrency: int = 20
-    retry_delay: int = 30
-    max_attempts: int = 3
-    rabbitmq_management_url: str | None = None
-    alert_webhook_url: str | None = None
-    dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL
-    log: LogSettings = field(default_factory=LogSettings)
+class BrokerSettings:
+    """RabbitMQ, as the publishing run, the workers and `killreport queues` all see it."""
 
-    def __post_init__(self) -> None:
-        margin, concurrency = self.esi_error_limit_margin, self.esi_concurrency
-        if margin and margin < concurrency:
-            raise SettingsError(
-                f"KILLREPORT_ESI_ERROR_LIMIT_MARGIN={margin} is below KILLREPORT_ESI_CONCURRENCY={concurrency}: "
-                "every in-flight request may fail, so the margin must cover at least this process's"
-            )
+    url: str | None = None
+    retry_delay: int = 30
+    management_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerSettings:
+        reader = Reader(environ)
+        return cls(
+            url=reader.get("KILLREPORT_RABBITMQ_URL", amqp_url, None),
+            retry_delay=reader.get("KILLREPORT_RETRY_DELAY_SECONDS", positive(int), cls.retry_delay),
+            management_url=reader.get("KILLREPORT_RABBITMQ_MANAGEMENT_URL", http_url, None),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What only `killreport worker` reads."""
+
+    concurrency: int = 20
+    max_attempts: int = 3
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        reader = Reader(environ)
+        return cls(
+            concurrency=reader.get("KILLREPORT_WORKER_CONCURRENCY", positive(int), cls.concurrency),
+            max_attempts=reader.get("KILLREPORT_MAX_ATTEMPTS", positive(int), cls.max_attempts),
+        )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """What the failure-alert sensor reads, at each tick."""
+
+    webhook_url: str | None = None
+    dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
+        reader = Reader(environ)
+        return cls(
+            # A webhook URL is a credential (its path is the secret): never echoed, even when invalid.
+            webhook_url=reader.get("KILLREPORT_ALERT_WEBHOOK_URL", webhook_url, None, secret=True),
+            dagster_ui_url=reader.get("KILLREPORT_DAGSTER_UI_URL", http_url, cls.dagster_ui_url),
+        )
+
+
+def schedule_hour(environ: Mapping[str, str] | None = None) -> int:
+    """The nightly run's UTC hour: the one setting the code location reads when it loads."""
+    return Reader(environ).get("KILLREPORT_SCHEDULE_HOUR", hour, DEFAULT_SCHEDULE_HOUR)
+
+
+def database_url(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return Reader(env).get("KILLREPORT_DATABASE_URL", database_url_value, default_database_url(env))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, for the commands that need most of them (`doctor`, `demo`, `worker`); each
+    group reads and validates its own variables, so a part of the program reads only its groups."""
+
+    database_url: str
+    esi: EsiConfig = field(default_factory=lambda: EsiConfig(contact=DEFAULT_ESI_CONTACT))
+    refresh: RefreshSettings = field(default_factory=RefreshSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    schedule_hour: int = DEFAULT_SCHEDULE_HOUR
+
+    @property
+    def rabbitmq_url(self) -> str | None:
+        return self.broker.url
 
     @property
     def embedded(self) -> bool:
-        return self.rabbitmq_url is None
+        return self.broker.url is None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
         return cls(
-            database_url=reader.get("KILLREPORT_DATABASE_URL", _database_url, default_database_url(env)),
-            rabbitmq_url=reader.get("KILLREPORT_RABBITMQ_URL", _amqp_url, None),
-            esi_base_url=reader.get("KILLREPORT_ESI_BASE_URL", _http_url, DEFAULT_ESI_BASE_URL),
-            esi_contact=reader.get("KILLREPORT_ESI_CONTACT", _non_empty, DEFAULT_ESI_CONTACT),
-            esi_max_rps=reader.get("KILLREPORT_ESI_MAX_RPS", _positive(float), 50.0),
-            esi_concurrency=reader.get("KILLREPORT_ESI_CONCURRENCY", _positive(int), 20),
-            esi_error_limit_margin=reader.get("KILLREPORT_ESI_ERROR_LIMIT_MARGIN", _error_margin, 0),
-            embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", _positive(int), 20),
-            schedule_hour=reader.get("KILLREPORT_SCHEDULE_HOUR", _hour, 2),
-            step_timeouts=StepTimeouts(
-                alliances=reader.get("KILLREPORT_ALLIANCES_TIMEOUT_MINUTES", _minutes, 30 * 60),
-                alliance_corporations=reader.get(
-                    "KILLREPORT_ALLIANCE_CORPORATIONS_TIMEOUT_MINUTES", _minutes, 60 * 60
-                ),
-                corporations=reader.get("KILLREPORT_CORPORATIONS_TIMEOUT_MINUTES", _minutes, 90 * 60),
-            ),
-            stall_timeout=reader.get("KILLREPORT_STALL_TIMEOUT_SECONDS", _positive(float), 600.0),
-            progress_interval=reader.get("KILLREPORT_PROGRESS_INTERVAL_SECONDS", _positive(float), 30.0),
-            failure_threshold=reader.get("KILLREPORT_FAILURE_THRESHOLD", _fraction, 0.01),
-            worker_concurrency=reader.get("KILLREPORT_WORKER_CONCURRENCY", _positive(int), 20),
-            retry_delay=reader.get("KILLREPORT_RETRY_DELAY_SECONDS", _positive(int), 30),
-            max_attempts=reader.get("KILLREPORT_MAX_ATTEMPTS", _positive(int), 3),
-            rabbitmq_management_url=reader.get("KILLREPORT_RABBITMQ_MANAGEMENT_URL", _http_url, None),
-            # A webhook URL is a credential (its path is the secret): never echoed, even when invalid.
-            alert_webhook_url=reader.get("KILLREPORT_ALERT_WEBHOOK_URL", _webhook_url, None, secret=True),
-            dagster_ui_url=reader.get("KILLREPORT_DAGSTER_UI_URL", _http_url, DEFAULT_DAGSTER_UI_URL),
+            database_url=database_url(env),
+            esi=esi_config(env),
+            refresh=RefreshSettings.from_env(env),
+            broker=BrokerSettings.from_env(env),
+            worker=WorkerSettings.from_env(env),
+            alerts=AlertSettings.from_env(env),
             log=LogSettings.from_env(env),
+            schedule_hour=schedule_hour(env),
         )
 
 
@@ -137,112 +227,3 @@ def default_database_url(environ: Mapping[str, str]) -> str:
     home = environ.get("DAGSTER_HOME")
     folder = Path(home) if home else Path.cwd()
     return f"sqlite:///{(folder / DEFAULT_DATABASE_FILE).resolve()}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-class _Reader:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._env = environ
-
-    def get(self, name: str, parse: Callable[[str], T], default: T, *, secret: bool = False) -> T:
-        raw = self._env.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            return parse(raw.strip())
-        except (TypeError, ValueError) as exc:
-            shown = "<hidden>" if secret else redact_url(raw) if "://" in raw else raw
-            raise SettingsError(f"{name}={shown!r} is invalid: {exc}") from None
-
-
-def _non_empty(raw: str) -> str:
-    return raw
-
-
-def _error_margin(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value < 100:
-        raise ValueError(
-            "expected 0 (derive it from KILLREPORT_ESI_CONCURRENCY) or the in-flight requests of every "
-            "process on this IP together, below ESI's 100 errors per window"
-        )
-    return value
-
-
-def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
-    def parse(raw: str) -> T:
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise ValueError(f"expected a positive {kind.__name__}") from None
-        if not value > 0:  # type: ignore[operator]
-            raise ValueError(f"expected a positive {kind.__name__}")
-        return value
-
-    return parse
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    """One of `choices`, matched case-insensitively, returned as spelled in `choices`."""
-
-    def parse(raw: str) -> str:
-        for choice in choices:
-            if raw.lower() == choice.lower():
-                return choice
-        raise ValueError(f"expected one of {', '.join(choices)}")
-
-    return parse
-
-
-def _minutes(raw: str) -> float:
-    return _positive(float)(raw) * 60
-
-
-def _fraction(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value < 1:
-        raise ValueError("expected a fraction between 0 and 1, e.g. 0.01 for 1%")
-    return value
-
-
-def _hour(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 23:
-        raise ValueError("expected an hour of the day, 0-23 (UTC)")
-    return value
-
-
-def _http_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an http(s) URL such as https://esi.evetech.net")
-    return raw.rstrip("/")
-
-
-def _webhook_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected the http(s) URL of a Slack or Discord incoming webhook")
-    return raw
-
-
-def _amqp_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ValueError("expected an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2F")
-    return raw
-
-
-def _database_url(raw: str) -> str:
-    scheme = urlsplit(raw).scheme.split("+", 1)[0]
-    if scheme not in ("postgresql", "postgres", "sqlite"):
-        raise ValueError("expected postgresql://user:pass@host:port/db or sqlite:///path/to/file.db")
-    return raw

@@ -11,13 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from killreport_assets.jobs.model import Job, JobKind
+from killreport_assets.jobs import Job
+from killreport_assets.registry import EntityKind
 from killreport_assets.storage import StepProgress, Storage
-
-
-class Transport(Protocol):
-    def submit(self, jobs: Sequence[Job]) -> None: ...
-    def check(self) -> None: ...
+from killreport_assets.transport.base import Transport
 
 
 class Log(Protocol):
@@ -57,7 +54,7 @@ def run_step(
     storage: Storage,
     transport: Transport,
     refresh_id: str,
-    kind: JobKind,
+    kind: EntityKind,
     entity_ids: Sequence[int],
     policy: WaitPolicy,
     log: Log,
@@ -65,20 +62,20 @@ def run_step(
     """Run `kind` jobs for `entity_ids` to completion. A retried step (same refresh id) resubmits only
     the entities its earlier attempt did not finish."""
     started = time.monotonic()
-    storage.add_pending(refresh_id, kind.step, entity_ids)
-    pending = storage.pending_ids(refresh_id, kind.step)
+    storage.ledger.add_pending(refresh_id, kind.name, entity_ids)
+    pending = storage.ledger.pending_ids(refresh_id, kind.name)
     log.info(
         "%s: %d entities, %d to fetch (%d already finished in this refresh)",
-        kind.step,
+        kind.name,
         len(set(entity_ids)),
         len(pending),
         len(set(entity_ids)) - len(pending),
     )
     transport.submit([Job(refresh_id, kind, i) for i in pending])
-    progress = wait_for_step(storage, transport, refresh_id, kind.step, policy, log)
+    progress = wait_for_step(storage, transport, refresh_id, kind.name, policy, log)
     return StepOutcome(
         progress=progress,
-        failures=storage.failures(refresh_id, kind.step),
+        failures=storage.ledger.failures(refresh_id, kind.name),
         seconds=time.monotonic() - started,
     )
 
@@ -95,11 +92,11 @@ def wait_for_step(
 ) -> StepProgress:
     stop = stop or threading.Event()
     started = last_change = last_log = time.monotonic()
-    first = storage.progress(refresh_id, step)
+    first = storage.ledger.progress(refresh_id, step)
     last_finished = first.finished
     while True:
         transport.check()
-        progress = storage.progress(refresh_id, step)
+        progress = storage.ledger.progress(refresh_id, step)
         now = time.monotonic()
         if progress.finished != last_finished:
             last_finished, last_change = progress.finished, now

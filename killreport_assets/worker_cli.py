@@ -13,20 +13,23 @@ import signal
 import sys
 from types import FrameType
 
-from killreport_assets.settings import Settings, SettingsError, redact_url
-from killreport_assets.transport.topology import LANE_NAMES
+from killreport_assets.envvars import redact_url
+from killreport_assets.registry import REGISTRY
+from killreport_assets.settings import BrokerSettings, Settings, SettingsError, database_url
+from killreport_assets.transport.topology import lane_names
 
 log = logging.getLogger("killreport_assets.worker")
 
 
-def _rabbitmq_settings(command: str) -> Settings:
-    settings = Settings.from_env()
-    if settings.rabbitmq_url is None:
+def _broker(command: str) -> tuple[BrokerSettings, str]:
+    """The broker settings and URL of a command that needs RabbitMQ."""
+    broker = BrokerSettings.from_env()
+    if broker.url is None:
         raise SettingsError(
             f"KILLREPORT_RABBITMQ_URL is not set: `killreport {command}` needs the broker, e.g. "
             "amqp://guest:guest@127.0.0.1:5672/%2F"
         )
-    return settings
+    return broker, broker.url
 
 
 # -- killreport worker ------------------------------------------------------------------------------
@@ -36,8 +39,8 @@ def configure_worker_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--queues",
         type=_lane_list,
-        default=list(LANE_NAMES),
-        help=f"comma-separated queues to consume (default: all of {','.join(LANE_NAMES)})",
+        default=None,
+        help=f"comma-separated queues to consume (default: all of {','.join(lane_names())})",
     )
     parser.add_argument(
         "--concurrency",
@@ -55,28 +58,30 @@ def configure_worker_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from killreport_assets.runtime import Runtime
-    from killreport_assets.storage import DatabaseError
+    from killreport_assets.esi import EsiClient
+    from killreport_assets.storage import DatabaseError, Storage
     from killreport_assets.transport.amqp import BrokerConfigError
     from killreport_assets.transport.topology import Topology
     from killreport_assets.transport.worker import Worker, WorkerOptions
 
-    settings = _rabbitmq_settings("worker")
+    _broker("worker")
+    settings = Settings.from_env()
     assert settings.rabbitmq_url is not None
-    topology = Topology(settings.retry_delay)
+    topology = Topology(settings.broker.retry_delay)
     options = WorkerOptions(
-        lanes=topology.select(args.queues),
-        concurrency=args.concurrency or settings.worker_concurrency,
-        max_attempts=settings.max_attempts,
-        summary_interval=settings.progress_interval,
+        lanes=topology.select(args.queues or lane_names()),
+        concurrency=args.concurrency or settings.worker.concurrency,
+        max_attempts=settings.worker.max_attempts,
+        summary_interval=settings.refresh.progress_interval,
         drain_timeout=args.drain_timeout,
     )
     try:
-        runtime = Runtime(settings)
+        storage = Storage.open(settings.database_url, pool_size=4)
     except DatabaseError as exc:
         print(f"killreport worker: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(settings.rabbitmq_url, topology, runtime.storage, runtime.cache, runtime.esi, options)
+    client = EsiClient(settings.esi, storage.cache)
+    worker = Worker(settings.rabbitmq_url, topology, storage, client, options)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signum_seen:
@@ -94,7 +99,7 @@ def run_worker(args: argparse.Namespace) -> int:
         "killreport worker: broker %s, database %s, ESI %s",
         redact_url(settings.rabbitmq_url),
         redact_url(settings.database_url),
-        settings.esi_base_url,
+        settings.esi.base_url,
     )
     try:
         worker.run()
@@ -102,7 +107,8 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"killreport worker: configuration error: {exc}", file=sys.stderr)
         return 2
     finally:
-        runtime.close()
+        client.close()
+        storage.dispose()
     log.info("killreport worker stopped")
     return 0
 
@@ -126,12 +132,9 @@ def run_queues(args: argparse.Namespace) -> int:
     )
     from killreport_assets.transport.topology import Topology
 
-    settings = _rabbitmq_settings("queues")
-    assert settings.rabbitmq_url is not None
-    counts, problem = lane_counts(
-        settings.rabbitmq_url, Topology(settings.retry_delay), settings.rabbitmq_management_url
-    )
-    print(f"RabbitMQ {redact_url(settings.rabbitmq_url)}")
+    broker, url = _broker("queues")
+    counts, problem = lane_counts(url, Topology(broker.retry_delay), broker.management_url)
+    print(f"RabbitMQ {redact_url(url)}")
     header = ("queue", "ready", "unacked", "consumers", "retrying", "dead-lettered")
     rows = [
         (
@@ -156,15 +159,15 @@ def run_queues(args: argparse.Namespace) -> int:
     if problem:
         print(f"  ({problem})")
 
-    storage = Storage.open(settings.database_url, pool_size=1)
+    storage = Storage.open(database_url(), pool_size=1)
     try:
         nightly = args.refresh_id or latest_nightly_refresh(storage)
         enrichment = enrichment_refresh_id(dt.datetime.now(dt.UTC).date())
         for title, refresh_id in (("refresh", nightly), ("enrichment today", enrichment)):
             reports = refresh_report(storage, refresh_id) if refresh_id else []
             print(f"{title} {refresh_id or ''}".rstrip() + (":" if reports else ": nothing recorded"))
-            for report in reports:
-                print(f"  {report.step:<22} {report.describe()}")
+            for step, line in reports:
+                print(f"  {step:<22} {line}")
     finally:
         storage.dispose()
     return 0
@@ -174,7 +177,11 @@ def run_queues(args: argparse.Namespace) -> int:
 
 
 def configure_enqueue_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("alliance", "corporation"), help="what the IDs are")
+    parser.add_argument(
+        "kind",
+        choices=REGISTRY.names_and_aliases(),
+        help=f"what the IDs are: {', '.join(REGISTRY.names_and_aliases())} (singular names are aliases)",
+    )
     parser.add_argument("ids", nargs="+", type=_positive_int, metavar="ID", help="entity IDs to refresh now")
     parser.add_argument(
         "--refresh-id",
@@ -184,17 +191,17 @@ def configure_enqueue_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_enqueue(args: argparse.Namespace) -> int:
-    from killreport_assets.jobs.model import Job, JobKind
-    from killreport_assets.transport.inline import TransportError
+    from killreport_assets.jobs import Job
+    from killreport_assets.transport.base import TransportError
     from killreport_assets.transport.monitor import enrichment_refresh_id
     from killreport_assets.transport.rabbitmq import enqueue_enrichment
 
-    settings = _rabbitmq_settings("enqueue")
-    assert settings.rabbitmq_url is not None
+    broker, url = _broker("enqueue")
     refresh_id = args.refresh_id or enrichment_refresh_id(dt.datetime.now(dt.UTC).date())
-    jobs = [Job(refresh_id, JobKind(args.kind), i) for i in dict.fromkeys(args.ids)]
+    kind = REGISTRY.get(args.kind)
+    jobs = [Job(refresh_id, kind, i) for i in dict.fromkeys(args.ids)]
     try:
-        consumers = enqueue_enrichment(settings, jobs)
+        consumers = enqueue_enrichment(url, broker.retry_delay, jobs)
     except TransportError as exc:
         print(f"killreport enqueue: {exc}", file=sys.stderr)
         return 1
@@ -218,7 +225,7 @@ def _positive_int(raw: str) -> int:
 
 def _lane_list(raw: str) -> list[str]:
     names = [name.strip() for name in raw.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(LANE_NAMES))
+    unknown = sorted(set(names) - set(lane_names()))
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {','.join(LANE_NAMES)} (got {raw!r})")
+        raise argparse.ArgumentTypeError(f"choose from {','.join(lane_names())} (got {raw!r})")
     return names

@@ -9,18 +9,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import pika
 import pika.exceptions
-import sqlalchemy as sa
 
-from killreport_assets.resources import KillreportResource
+from killreport_assets.resources import refresh_resources
 from killreport_assets.storage import StepProgress, Storage
-from killreport_assets.storage import tables as t
 from killreport_assets_tests.databases import postgres_database
 
 RABBITMQ_ADDRESS = os.environ.get("KILLREPORT_TEST_RABBITMQ_ADDRESS", "127.0.0.1:5672")
@@ -56,13 +54,20 @@ def wait_for(
 
 
 class WorkerProcess:
-    """`python -m killreport_assets.cli -v worker ...` with its output in a log file."""
+    """`python -m killreport_assets.cli -v worker ...` (or another module that ends in the same CLI)
+    with its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        args: tuple[str, ...],
+        module: str = "killreport_assets.cli",
+    ) -> None:
         self.log_path = log_path
         self._log: IO[str] = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "killreport_assets.cli", "-v", "worker", *args],
+            [sys.executable, "-m", module, "-v", "worker", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -130,15 +135,15 @@ class RabbitStack:
             "KILLREPORT_ESI_BASE_URL": esi_url,
         }
 
-    def start_worker(self, esi_url: str, *args: str) -> WorkerProcess:
+    def start_worker(self, esi_url: str, *args: str, module: str = "killreport_assets.cli") -> WorkerProcess:
         worker = WorkerProcess(
-            self.worker_env(esi_url), self._tmp_path / f"worker-{len(self.workers) + 1}.log", args
+            self.worker_env(esi_url), self._tmp_path / f"worker-{len(self.workers) + 1}.log", args, module
         )
         self.workers.append(worker)
         return worker
 
-    def resource(self, esi_url: str) -> KillreportResource:
-        return KillreportResource(
+    def resources(self, esi_url: str) -> Mapping[str, Any]:
+        return refresh_resources(
             database_url=self.database_url,
             esi_base_url=esi_url,
             rabbitmq_url=self.url,
@@ -165,13 +170,7 @@ class RabbitStack:
         """A step's ledger progress in `refresh_id`, or in the latest refresh that reached the step."""
         assert self.storage is not None
         if refresh_id is None:
-            ledger = t.refresh_ledger
-            refresh_id = self.storage.scalar(
-                sa.select(ledger.c.refresh_id)
-                .where(ledger.c.step == step)
-                .order_by(ledger.c.created_at.desc())
-                .limit(1)
-            )
+            refresh_id = self.storage.ledger.latest_refresh(step=step)
             if refresh_id is None:
                 return StepProgress(total=0)
-        return self.storage.progress(refresh_id, step)
+        return self.storage.ledger.progress(refresh_id, step)

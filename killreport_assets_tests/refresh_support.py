@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -10,19 +11,17 @@ import sqlalchemy as sa
 
 from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
-from killreport_assets.resources import KillreportResource
 from killreport_assets.simulator.universe import Universe
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
+from killreport_assets_tests.db import rows, scalar
 
 
 def materialize_all(
-    resource: KillreportResource, *, raise_on_error: bool = False
+    resources: Mapping[str, Any], *, raise_on_error: bool = False
 ) -> dg.ExecuteInProcessResult:
     """What "Materialize all" does: the five assets and their checks, in one run."""
-    return dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS], resources={"killreport": resource}, raise_on_error=raise_on_error
-    )
+    return dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, raise_on_error=raise_on_error)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
@@ -31,10 +30,7 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 def expire_cache(storage: Storage) -> None:
     """Let the night pass: every cached ESI answer is now stale (validators kept, as after 24 h)."""
-    with storage.engine.begin() as conn:
-        conn.execute(
-            t.esi_cache.update().values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
-        )
+    storage.cache.expire_all(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
 
 
 def expected_alliance(universe: Universe, alliance_id: int) -> dict[str, Any]:
@@ -76,7 +72,7 @@ def expected_corporation(universe: Universe, corporation_id: int) -> dict[str, A
 
 
 def stored(storage: Storage, table: sa.Table) -> dict[int, sa.Row]:
-    return {row.id: row for row in storage.rows(sa.select(table))}
+    return {row.id: row for row in rows(storage, sa.select(table))}
 
 
 def assert_tables_match(storage: Storage, universe: Universe, *, stale: frozenset[int] = frozenset()) -> None:
@@ -91,7 +87,7 @@ def assert_tables_match(storage: Storage, universe: Universe, *, stale: frozense
         assert {k: getattr(row, k) for k in want} == want, alliance_id
 
     memberships = {
-        (r.alliance_id, r.corporation_id) for r in storage.rows(sa.select(t.alliance_corporations))
+        (r.alliance_id, r.corporation_id) for r in rows(storage, sa.select(t.alliance_corporations))
     }
     assert memberships == {(a, c) for a in listed for c in universe.members(a)}
 
@@ -108,11 +104,11 @@ def assert_tables_match(storage: Storage, universe: Universe, *, stale: frozense
         want = expected_corporation(universe, corporation_id)
         assert {k: getattr(row, k) for k in want} == want, corporation_id
 
-    day = storage.scalar(sa.select(sa.func.max(t.alliance_snapshots.c.snapshot_date)))
+    day = scalar(storage, sa.select(sa.func.max(t.alliance_snapshots.c.snapshot_date)))
     snapshot = {
         r.alliance_id: (r.member_count, r.corporation_count)
-        for r in storage.rows(
-            sa.select(t.alliance_snapshots).where(t.alliance_snapshots.c.snapshot_date == day)
+        for r in rows(
+            storage, sa.select(t.alliance_snapshots).where(t.alliance_snapshots.c.snapshot_date == day)
         )
     }
     open_corporations = {i: r for i, r in corporations.items() if r.closed_at is None}
@@ -125,8 +121,8 @@ def assert_tables_match(storage: Storage, universe: Universe, *, stale: frozense
     }
     corporation_snapshot = {
         r.corporation_id: r.member_count
-        for r in storage.rows(
-            sa.select(t.corporation_snapshots).where(t.corporation_snapshots.c.snapshot_date == day)
+        for r in rows(
+            storage, sa.select(t.corporation_snapshots).where(t.corporation_snapshots.c.snapshot_date == day)
         )
     }
     assert corporation_snapshot == {i: r.member_count for i, r in open_corporations.items()}
@@ -141,5 +137,5 @@ def table_dump(storage: Storage) -> dict[str, list[tuple]]:
         columns = [
             c for c in table.columns if not (table.name.endswith("_snapshots") and c.name == "created_at")
         ]
-        dump[table.name] = sorted(storage.rows(sa.select(*columns)), key=repr)
+        dump[table.name] = sorted(rows(storage, sa.select(*columns)), key=repr)
     return dump

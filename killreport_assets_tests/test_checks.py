@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
-from killreport_assets.resources import KillreportResource
+from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
@@ -26,7 +26,7 @@ def refreshed(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     mp.setenv("KILLREPORT_ESI_MAX_RPS", "400")
     with SimulatorServer(SimulatorConfig(seed=21, alliances=40, corporations=200)) as simulator:
-        resource = KillreportResource(
+        resource = refresh_resources(
             database_url=f"sqlite:///{folder / 'good.db'}",
             esi_base_url=simulator.url,
             poll_interval_seconds=0.05,
@@ -41,7 +41,7 @@ def run_checks(database: Path) -> dict[str, bool]:
     result = dg.materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
         selection=dg.AssetSelection.all_asset_checks(),
-        resources={"killreport": KillreportResource(database_url=f"sqlite:///{database}")},
+        resources=refresh_resources(database_url=f"sqlite:///{database}"),
     )
     return check_results(result)
 

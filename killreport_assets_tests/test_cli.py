@@ -13,6 +13,7 @@ from killreport_assets.simulator import SimulatorConfig, SimulatorProcess
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
 from killreport_assets_tests.databases import postgres_database
+from killreport_assets_tests.db import scalar
 
 BIN = Path(sys.executable).parent
 
@@ -42,8 +43,8 @@ def test_dagster_asset_materialize_select_all_refreshes_postgres(tmp_path: Path)
         assert "corporations: " in done.stderr and "ETA" in done.stderr, "progress is logged"
         storage = Storage.open(url)
         listed = sim.universe_json()["listed_alliance_ids"]
-        assert storage.scalar(sa.select(sa.func.count()).select_from(t.alliances)) == len(listed)
-        assert storage.scalar(sa.select(sa.func.count()).select_from(t.corporation_snapshots)) > 0
+        assert scalar(storage, sa.select(sa.func.count()).select_from(t.alliances)) == len(listed)
+        assert scalar(storage, sa.select(sa.func.count()).select_from(t.corporation_snapshots)) > 0
         storage.dispose()
 
 

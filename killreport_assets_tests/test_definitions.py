@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
 
 from killreport_assets.definitions import defs
 from killreport_assets.schedules import REFRESH_TAG, build_daily_refresh_schedule
-from killreport_assets.settings import Settings, SettingsError
+from killreport_assets.settings import Settings, SettingsError, schedule_hour
 
 FIVE = {"alliances", "alliance_corporations", "corporations", "alliance_snapshot", "corporation_snapshot"}
 
@@ -38,10 +41,10 @@ def test_schedule_tick_is_a_run_of_all_five_assets() -> None:
 
 
 def test_schedule_hour_is_configurable_and_validated() -> None:
-    schedule = build_daily_refresh_schedule(Settings.from_env({"KILLREPORT_SCHEDULE_HOUR": "5"}))
+    schedule = build_daily_refresh_schedule(schedule_hour({"KILLREPORT_SCHEDULE_HOUR": "5"}))
     assert schedule.cron_schedule == "0 5 * * *"
     with pytest.raises(SettingsError, match="KILLREPORT_SCHEDULE_HOUR='25'"):
-        Settings.from_env({"KILLREPORT_SCHEDULE_HOUR": "25"})
+        schedule_hour({"KILLREPORT_SCHEDULE_HOUR": "25"})
 
 
 @pytest.mark.parametrize(
@@ -68,13 +71,33 @@ def test_passwords_are_not_echoed_in_setting_errors() -> None:
 
 
 def test_the_error_limit_margin_reaches_the_esi_client_and_covers_the_concurrency() -> None:
-    from killreport_assets.runtime import esi_config
-
     shared_ip = Settings.from_env(
         {"KILLREPORT_ESI_CONCURRENCY": "10", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "40"}
     )
-    assert esi_config(shared_ip).error_margin == 40
+    assert shared_ip.esi.error_margin == 40
     with pytest.raises(
-        SettingsError, match="KILLREPORT_ESI_ERROR_LIMIT_MARGIN=5 is below KILLREPORT_ESI_CONCURRENCY"
+        SettingsError, match="KILLREPORT_ESI_ERROR_LIMIT_MARGIN=5 and KILLREPORT_ESI_CONCURRENCY=10"
     ):
         Settings.from_env({"KILLREPORT_ESI_CONCURRENCY": "10", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "5"})
+
+
+def test_a_bad_worker_only_setting_does_not_stop_the_code_location() -> None:
+    """The definitions read only the schedule hour when they load; the failure sensor only the alert
+    settings. A worker's bad variable is the worker's problem."""
+    worker_only = {"KILLREPORT_WORKER_CONCURRENCY": "many", "KILLREPORT_MAX_ATTEMPTS": "0"}
+    with pytest.raises(SettingsError, match="KILLREPORT_WORKER_CONCURRENCY"):
+        Settings.from_env(worker_only)
+    load = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import dagster as dg; from killreport_assets.definitions import defs; "
+            "dg.Definitions.validate_loadable(defs); "
+            "from killreport_assets.settings import AlertSettings; AlertSettings.from_env()",
+        ],
+        env={**os.environ, **worker_only},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert load.returncode == 0, load.stderr

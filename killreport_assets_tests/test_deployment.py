@@ -26,6 +26,7 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from killreport_assets.cli import build_parser
+from killreport_assets.registry import REGISTRY
 from killreport_assets.schedules import REFRESH_TAG, daily_refresh_job
 from killreport_assets_tests.compose_support import COMPOSE_FILE, SERVICES, compose_client, interpolate
 from killreport_assets_tests.dagster_support import BIN, REPO, production_home
@@ -206,7 +207,7 @@ def test_the_image_install_step_yields_a_complete_package(tmp_path: Path) -> Non
     assert "killreport_assets/storage/migrations/env.py" in names
     assert any(n.startswith("killreport_assets/storage/migrations/versions/0001_") for n in names)
     assert {
-        "killreport_assets/doctor.py",
+        "killreport_assets/doctor/__init__.py",
         "killreport_assets/sensors.py",
         "killreport_assets/simulator/app.py",
     } <= names
@@ -254,7 +255,7 @@ def _code_variables() -> set[str]:
     names: set[str] = set()
     for path in (REPO / "killreport_assets").rglob("*.py"):
         names |= set(re.findall(r"[\"'](KILLREPORT_[A-Z0-9_]+)[\"']", path.read_text()))
-    return names
+    return names | {kind.timeout_variable for kind in REGISTRY}  # derived from each kind's name
 
 
 def _published(port: str | dict[str, Any]) -> tuple[str, int, int]:

@@ -232,7 +232,7 @@ def test_rabbitmq_mode_checks_the_broker_and_a_consumer_on_every_queue(stack: St
         assert "the first one declares the queues" in checks[queues[0]].fix
 
         connection = pika.BlockingConnection(pika.URLParameters(env["KILLREPORT_RABBITMQ_URL"]))
-        Topology(Settings.from_env(env).retry_delay).declare(connection.channel())
+        Topology(Settings.from_env(env).broker.retry_delay).declare(connection.channel())
         connection.close()
         checks = doctor(env)
         assert list(failed(checks)) == queues
@@ -256,7 +256,7 @@ def test_the_esi_request_is_cheap_and_names_the_operator() -> None:
         settings = Settings.from_env(
             {"KILLREPORT_ESI_BASE_URL": esi.url, "KILLREPORT_ESI_CONTACT": "ops@example.com"}
         )
-        check = check_esi(settings)
+        check = check_esi(settings.esi)
         request = esi.next_request()
         assert esi.requests.empty(), "one request"
     assert check.ok and check.detail.startswith(f"{esi.url} listed 2 alliances in "), check.line()

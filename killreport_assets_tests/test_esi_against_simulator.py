@@ -12,13 +12,15 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from killreport_assets.esi import EsiClient, EsiConfig, EsiGovernor, MemoryCache, Outcome
+from killreport_assets.esi import Answer, EsiClient, EsiConfig, EsiGovernor, MemoryCache
 from killreport_assets.esi.wire import parse_corporation
-from killreport_assets.jobs import Job, JobKind, LedgerStatus
+from killreport_assets.jobs import Job, LedgerStatus
 from killreport_assets.jobs import Outcome as JobOutcome
+from killreport_assets.registry import CORPORATIONS
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
+from killreport_assets_tests.db import rows
 
 SMALL = SimulatorConfig(seed=5, alliances=60, corporations=300)
 
@@ -47,8 +49,8 @@ def test_second_pass_after_the_ttl_revalidates_and_gets_304s_for_unchanged_data(
             with ThreadPoolExecutor(8) as pool:
                 first = list(pool.map(client.alliance, listed))
                 fresh = list(pool.map(client.alliance, listed))
-        assert {r.outcome for r in first} == {Outcome.FETCHED}
-        assert {r.outcome for r in fresh} == {Outcome.CACHED}, "nothing is requested before Expires"
+        assert {r.answer for r in first} == {Answer.FETCHED}
+        assert {r.answer for r in fresh} == {Answer.CACHED}, "nothing is requested before Expires"
         assert simulator.stats()["by_route"]["GET /alliances/{id}"] == {"200": len(listed)}
 
         # The TTL runs out (on both sides' clocks); one alliance is renamed meanwhile.
@@ -68,7 +70,7 @@ def test_second_pass_after_the_ttl_revalidates_and_gets_304s_for_unchanged_data(
         assert stats["conditional_requests"] == len(listed)
         assert stats["early_requests"] == 0
         unchanged = [a for a in listed if a not in changed]
-        assert unchanged and all(second[a].outcome is Outcome.UNCHANGED for a in unchanged)
+        assert unchanged and all(second[a].answer is Answer.UNCHANGED for a in unchanged)
         assert stats["not_modified"] == len(unchanged)
         assert all(second[a].value.name == renamed.alliance(a).name for a in listed)
 
@@ -83,7 +85,7 @@ def test_an_injected_420_pauses_the_client_until_the_reset_and_it_then_completes
             results = list(pool.map(client.corporation, ids))
             client_stats = client.stats()
         elapsed = time.monotonic() - started
-    assert all(r.outcome is Outcome.FETCHED for r in results)
+    assert all(r.answer is Answer.FETCHED for r in results)
     stats = simulator.stats()
     assert 1 <= stats["error_limited"] <= 8, "the first 420s stop every thread; no request storm"
     assert client_stats["waits"]["error_limited"] >= min(reset, 3) - 0.5
@@ -112,19 +114,17 @@ def test_both_corporation_shapes_parse_to_the_same_stored_values(tmp_path: Path)
             ]
     assert all(b'tax_rate"' in body for body in legacy) and all(b"tax_rates" in body for body in new)
 
-    rows = {}
+    stored = {}
     for shape, bodies in (("legacy", legacy), ("new", new)):
         storage = Storage.open(f"sqlite:///{tmp_path / shape}.db")
         storage.apply(
             [
-                JobOutcome(
-                    Job("r", JobKind.CORPORATION, c), LedgerStatus.DONE, parse_corporation(body, c), 200
-                )
+                JobOutcome(Job("r", CORPORATIONS, c), LedgerStatus.DONE, parse_corporation(body, c), 200)
                 for c, body in zip(complete, bodies, strict=True)
             ]
         )
         columns = [c for c in t.corporations.columns if c.name not in ("created_at", "updated_at")]
-        rows[shape] = storage.rows(sa.select(*columns).order_by(t.corporations.c.id))
+        stored[shape] = rows(storage, sa.select(*columns).order_by(t.corporations.c.id))
         storage.dispose()
-    assert rows["legacy"] == rows["new"]
-    assert all(0 <= row.tax_rate <= 1 for row in rows["new"])
+    assert stored["legacy"] == stored["new"]
+    assert all(0 <= row.tax_rate <= 1 for row in stored["new"])

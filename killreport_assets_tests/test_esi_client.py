@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from killreport_assets.esi import (
+    Answer,
     CacheEntry,
     EsiBadRequest,
     EsiClient,
@@ -24,7 +25,6 @@ from killreport_assets.esi import (
     EsiResponseInvalid,
     EsiUnavailable,
     MemoryCache,
-    Outcome,
 )
 from killreport_assets.version import __version__
 
@@ -73,7 +73,7 @@ def test_sends_identification_headers_and_new_style_paths(stub: StubEsi) -> None
     with make_client(stub) as client:
         result = client.alliance_ids()
     assert result.value == [99000001, 99000002]
-    assert result.outcome is Outcome.FETCHED
+    assert result.answer is Answer.FETCHED
     (request,) = stub.requests
     assert request.path == "/alliances"
     assert request.headers["x-compatibility-date"] == "2026-07-21"
@@ -88,8 +88,8 @@ def test_fresh_cache_entry_is_served_without_a_request(stub: StubEsi) -> None:
     with make_client(stub) as client:
         first = client.alliance(99003214)
         second = client.alliance(99003214)
-    assert first.outcome is Outcome.FETCHED and first.status == 200 and first.attempts == 1
-    assert second.outcome is Outcome.CACHED and second.status is None and second.attempts == 0
+    assert first.answer is Answer.FETCHED and first.status == 200 and first.attempts == 1
+    assert second.answer is Answer.CACHED and second.status is None and second.attempts == 0
     assert second.value == first.value and second.value is not None and second.value.id == 99003214
     assert second.etag == '"v1"' and second.expires_at == first.expires_at
     assert len(stub.requests) == 1
@@ -103,7 +103,7 @@ def test_a_cache_shared_between_clients_is_honoured(stub: StubEsi) -> None:
     with EsiClient(config, cache, governor=EsiGovernor(config)) as one:
         one.alliance(99003214)
     with EsiClient(config, cache, governor=EsiGovernor(config)) as other:
-        assert other.alliance(99003214).outcome is Outcome.CACHED
+        assert other.alliance(99003214).answer is Answer.CACHED
     assert len(stub.requests) == 1
 
 
@@ -115,7 +115,7 @@ def test_a_cached_body_that_no_longer_validates_is_refetched_unconditionally(stu
     config = EsiConfig(base_url=stub.url, contact="ops@example.com")
     with EsiClient(config, cache, governor=EsiGovernor(config)) as client:
         result = client.alliance(99003214)
-    assert result.outcome is Outcome.FETCHED
+    assert result.answer is Answer.FETCHED
     assert "if-none-match" not in stub.requests[0].headers
     stored = cache.get(url)
     assert stored is not None and stored.etag == '"v2"'
@@ -134,7 +134,7 @@ def test_expired_entry_is_revalidated_and_a_304_returns_the_stored_body(stub: St
         second = client.alliance(99003214)
         clock.advance(119)
         third = client.alliance(99003214)
-    assert [r.outcome for r in (first, second, third)] == [Outcome.FETCHED, Outcome.UNCHANGED, Outcome.CACHED]
+    assert [r.answer for r in (first, second, third)] == [Answer.FETCHED, Answer.UNCHANGED, Answer.CACHED]
     assert first.expires_at == datetime(2026, 8, 1, 0, 1, tzinfo=UTC)
     assert second.value == first.value and second.status == 304
     assert second.expires_at == clock.now() - timedelta(seconds=119) + timedelta(seconds=120)
@@ -153,7 +153,7 @@ def test_expiry_uses_expires_minus_date_not_the_local_clock(stub: StubEsi) -> No
     with make_client(stub, clock) as client:
         result = client.alliance_corporations(99003214)
         clock.advance(299)
-        assert client.alliance_corporations(99003214).outcome is Outcome.CACHED
+        assert client.alliance_corporations(99003214).answer is Answer.CACHED
     assert result.expires_at == datetime(2026, 8, 1, 0, 5, tzinfo=UTC)
     assert len(stub.requests) == 1
 
@@ -162,7 +162,7 @@ def test_404_is_gone_and_not_cached(stub: StubEsi) -> None:
     stub.respond = lambda _: json_reply({"error": "Corporation not found"}, 404)
     with make_client(stub) as client:
         results = [client.corporation(98000001) for _ in range(2)]
-    assert all(r.outcome is Outcome.GONE and r.value is None and r.status == 404 for r in results)
+    assert all(r.answer is Answer.GONE and r.value is None and r.status == 404 for r in results)
     assert len(stub.requests) == 2
 
 
@@ -195,7 +195,7 @@ def test_5xx_are_retried_with_capped_full_jitter_backoff(stub: StubEsi) -> None:
     with make_client(stub, clock, max_attempts=5, backoff_base=0.5, backoff_cap=1.5) as client:
         result = client.alliance(99003214)
         stats = client.stats()
-    assert result.outcome is Outcome.FETCHED and result.attempts == 5
+    assert result.answer is Answer.FETCHED and result.attempts == 5
     assert stats["retries"] == 4 and stats["max_attempts_used"] == 5
     assert stats["by_status"] == {200: 1, 500: 1, 502: 1, 503: 1, 504: 1}
     assert len(clock.sleeps) == 4
@@ -229,7 +229,7 @@ def test_a_read_timeout_is_retried(stub: StubEsi) -> None:
             stats = client.stats()
     finally:
         release.set()
-    assert result.outcome is Outcome.FETCHED and result.attempts == 2
+    assert result.answer is Answer.FETCHED and result.attempts == 2
     assert stats["transport_errors"] == {"ReadTimeout": 1}
 
 
@@ -318,8 +318,8 @@ def test_420_pauses_every_client_of_the_governor_until_the_reset(stub: StubEsi) 
             second = b.alliance(2)
             first_result = first.result(10)
         a_stats = a.stats()
-    assert first_result.outcome is Outcome.FETCHED and first_result.attempts == 1  # the 420 spent no attempt
-    assert second.outcome is Outcome.FETCHED
+    assert first_result.answer is Answer.FETCHED and first_result.attempts == 1  # the 420 spent no attempt
+    assert second.answer is Answer.FETCHED
     b_request = next(r for r in stub.requests if r.path == "/alliances/2")
     assert b_request.arrived - pause_started[0] >= 1.1  # Reset 1 s + 0.2 s margin
     assert a_stats["error_limited_420"] == 1 and governor.stats()["error_limited_420"] == 1
@@ -343,7 +343,7 @@ def test_low_error_budget_holds_requests_until_the_window_resets(stub: StubEsi) 
         client.alliance(1)
         result = client.alliance(2)
         stats = client.stats()
-    assert result.outcome is Outcome.FETCHED
+    assert result.answer is Answer.FETCHED
     assert pauses == [("error_limit_hold", 31.0)]  # Reset + 1 s
     assert stats["waits"] == {"error_limit_hold": 31.0}
 
@@ -358,7 +358,7 @@ def test_429_pauses_the_rate_limit_group_for_retry_after(stub: StubEsi) -> None:
     with make_client(stub, clock) as client:
         result = client.alliance(1)
         stats = client.stats()
-    assert result.outcome is Outcome.FETCHED and result.attempts == 1
+    assert result.answer is Answer.FETCHED and result.attempts == 1
     assert stats["rate_limited_429"] == 1
     assert stats["waits"]["rate_limited"] == 6.0  # Retry-After + 1 s
 
@@ -380,7 +380,7 @@ def test_downtime_503_waits_for_the_end_without_spending_attempts(stub: StubEsi)
     with make_client(stub, governor_options={"downtime_jitter": 0.1}, **options) as client:
         result = client.alliance(99003214)
         stats = client.stats()
-    assert result.outcome is Outcome.FETCHED and result.attempts == 1, "the 503 spent no attempt"
+    assert result.answer is Answer.FETCHED and result.attempts == 1, "the 503 spent no attempt"
     assert len(stub.requests) == 2, "one 503, then one request after the downtime ended"
     assert stats["waits"]["downtime"] > 0
 
@@ -393,7 +393,7 @@ def test_request_rate_cap_is_honoured_across_threads(stub: StubEsi) -> None:
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(client.alliance, range(1, 41)))
         elapsed = time.monotonic() - started
-    assert all(r.outcome is Outcome.FETCHED for r in results)
+    assert all(r.answer is Answer.FETCHED for r in results)
     arrivals = sorted(r.arrived for r in stub.requests)
     assert arrivals[-1] - arrivals[0] >= 1.85
     assert 1.85 <= elapsed < 5

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from killreport_assets.esi import EsiClient, EsiConfig, EsiGovernor, MemoryCache, Outcome
+from killreport_assets.esi import Answer, EsiClient, EsiConfig, EsiGovernor, MemoryCache
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess, Universe
 
 SCALE = float(os.environ.get("KILLREPORT_TEST_UNIVERSE_SCALE", "0.1"))
@@ -64,7 +64,7 @@ def test_full_universe_with_latency_and_faults_is_complete_and_polite() -> None:
     assert all(alliances[a].value.name == universe.alliance(a).name for a in listed)
     assert all(sorted(members[a].value) == list(universe.members(a)) for a in listed)
     assert corporation_ids == sorted(universe.member_corporation_ids())
-    assert all(r.outcome is Outcome.FETCHED for r in corporations.values())
+    assert all(r.answer is Answer.FETCHED for r in corporations.values())
     assert all(
         corporations[c].value.member_count == universe.corporation(c).member_count for c in corporation_ids
     )

@@ -7,17 +7,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
-from killreport_assets.resources import KillreportResource
+from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
 from killreport_assets_tests.databases import postgres_database
+from killreport_assets_tests.db import rows
 from killreport_assets_tests.rabbit_support import (
     RabbitStack,
     rabbitmqctl,
@@ -38,7 +39,7 @@ RUN_TIME_COLUMNS = frozenset({"created_at", "updated_at", "closed_at", "first_se
 class Runs:
     """The runs of one mode, so tables can be compared by which run wrote what."""
 
-    def __init__(self, resource: KillreportResource) -> None:
+    def __init__(self, resource: Mapping[str, Any]) -> None:
         self.resource = resource
         self.windows: list[tuple[dt.datetime, dt.datetime]] = []
         self.run_ids: list[str] = []
@@ -62,9 +63,9 @@ class Runs:
     def dump(self, storage: Storage) -> dict[str, list[tuple]]:
         """`table_dump` with run-time values replaced by the run that set them, history ids dropped."""
         dump = {}
-        for name, rows in table_dump(storage).items():
+        for name, table_rows in table_dump(storage).items():
             normalised = []
-            for row in rows:
+            for row in table_rows:
                 values = dict(row._mapping)
                 if name == "alliance_membership_history":
                     del values["id"]
@@ -81,10 +82,10 @@ def test_two_days_with_two_workers_end_with_the_same_tables_as_embedded_mode(sta
     with SimulatorServer(UNIVERSE, clock=clock) as simulator, postgres_database() as embedded_url:
         for _ in range(2):
             stack.start_worker(simulator.url, "--concurrency", "8")
-        stack.wait_for_consumers("killreport.corporation", 2)
-        rabbit = Runs(stack.resource(simulator.url))
+        stack.wait_for_consumers("killreport.corporations", 2)
+        rabbit = Runs(stack.resources(simulator.url))
         embedded = Runs(
-            KillreportResource(
+            refresh_resources(
                 database_url=embedded_url, esi_base_url=simulator.url, poll_interval_seconds=0.05
             )
         )
@@ -116,8 +117,9 @@ def test_two_days_with_two_workers_end_with_the_same_tables_as_embedded_mode(sta
         assert_tables_match(stack.storage, day1, stale=frozenset({poison}))
 
         ledger = t.refresh_ledger
-        row = stack.storage.rows(
-            sa.select(ledger).where(ledger.c.refresh_id == rabbit.run_ids[-1], ledger.c.entity_id == poison)
+        row = rows(
+            stack.storage,
+            sa.select(ledger).where(ledger.c.refresh_id == rabbit.run_ids[-1], ledger.c.entity_id == poison),
         )[0]
         assert (row.status, row.http_status) == ("failed", 500)
         assert row.attempts == 3 * 4 and "gave up after 3 attempts" in row.last_error
@@ -126,7 +128,7 @@ def test_two_days_with_two_workers_end_with_the_same_tables_as_embedded_mode(sta
         assert "Traceback" not in worker.log(), worker.log_path
 
 
-def _refresh_in_background(resource: KillreportResource) -> tuple[threading.Thread, dict[str, Any]]:
+def _refresh_in_background(resource: Mapping[str, Any]) -> tuple[threading.Thread, dict[str, Any]]:
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(result=materialize_all(resource)))
     thread.start()
@@ -138,8 +140,8 @@ def _assert_every_corporation_once(stack: RabbitStack, simulator: SimulatorServe
     progress = stack.progress("corporations", run_id)
     members = set(simulator.universe.member_corporation_ids())
     assert progress.total == len(members) and progress.pending == 0 and progress.failed == 0
-    assert {row.id for row in stack.storage.rows(sa.select(t.corporations.c.id))} == members
-    for lane in ("alliance", "alliance_corporations", "corporation"):
+    assert {row.id for row in rows(stack.storage, sa.select(t.corporations.c.id))} == members
+    for lane in ("alliances", "alliance_corporations", "corporations"):
         assert stack.queue(f"killreport.{lane}")[0] == 0
         assert stack.queue(f"killreport.{lane}.dead")[0] == 0
 
@@ -154,8 +156,8 @@ def test_workers_killed_or_stopped_in_the_middle_of_the_corporations_step_lose_n
         doomed, stopped, survivor = (
             stack.start_worker(simulator.url, "--concurrency", "2") for _ in range(3)
         )
-        stack.wait_for_consumers("killreport.corporation", 3)
-        thread, outcome = _refresh_in_background(stack.resource(simulator.url))
+        stack.wait_for_consumers("killreport.corporations", 3)
+        thread, outcome = _refresh_in_background(stack.resources(simulator.url))
         try:
             wait_for(
                 lambda: stack.progress("corporations").finished >= 60, "the corporations step to be under way"
@@ -178,8 +180,8 @@ def test_workers_killed_or_stopped_in_the_middle_of_the_corporations_step_lose_n
 def test_a_broker_restart_in_the_middle_of_a_step_is_survived(stack: RabbitStack) -> None:
     with SimulatorServer(SLOW_UNIVERSE) as simulator:
         workers = [stack.start_worker(simulator.url, "--concurrency", "2") for _ in range(2)]
-        stack.wait_for_consumers("killreport.corporation", 2)
-        thread, outcome = _refresh_in_background(stack.resource(simulator.url))
+        stack.wait_for_consumers("killreport.corporations", 2)
+        thread, outcome = _refresh_in_background(stack.resources(simulator.url))
         try:
             wait_for(
                 lambda: stack.progress("corporations").finished >= 60, "the corporations step to be under way"

@@ -11,10 +11,13 @@ import pika.exceptions
 import pytest
 import sqlalchemy as sa
 
-from killreport_assets.jobs.model import Job, JobKind, LedgerStatus, Outcome
+from killreport_assets.jobs import Job, LedgerStatus, Outcome
+from killreport_assets.registry import ALLIANCES, CORPORATIONS
+from killreport_assets.storage import WriteCounts
 from killreport_assets.transport.amqp import BrokerConfigError, config_error, parameters
+from killreport_assets.transport.deliveries import WorkerOptions, is_transient
 from killreport_assets.transport.topology import Topology
-from killreport_assets.transport.worker import WorkerOptions, _decode, _transient, _Writer
+from killreport_assets.transport.writer import BatchWriter
 
 
 class RecordingChannel:
@@ -40,7 +43,7 @@ def test_topology_declares_quorum_queues_with_dead_lettering_and_a_fixed_ttl_ret
     Topology(30).declare(channel)  # type: ignore[arg-type]
     assert channel.exchanges == {"killreport.dead-letter": "direct"}
     safe = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
-    for lane in ("alliance", "alliance_corporations", "corporation", "enrichment"):
+    for lane in ("alliances", "alliance_corporations", "corporations", "enrichment"):
         queue = f"killreport.{lane}"
         assert channel.queues[queue] == {
             "x-queue-type": "quorum",
@@ -63,18 +66,20 @@ def test_topology_declares_quorum_queues_with_dead_lettering_and_a_fixed_ttl_ret
 
 def test_lanes_are_selected_by_name_and_enrichment_gets_reserved_threads() -> None:
     topology = Topology(1)
-    assert topology.lane_for(JobKind.CORPORATION).queue == "killreport.corporation"
+    assert topology.lane_for(CORPORATIONS).queue == "killreport.corporations"
     with pytest.raises(ValueError, match="unknown queue.*nightly"):
-        topology.select(["corporation", "nightly"])
-    both = WorkerOptions(topology.select(["corporation", "enrichment"]), concurrency=20, max_attempts=3)
+        topology.select(["corporations", "nightly"])
+    both = WorkerOptions(topology.select(["corporations", "enrichment"]), concurrency=20, max_attempts=3)
     assert both.enrichment_threads == 5
     assert (
         WorkerOptions(topology.select(["enrichment"]), concurrency=6, max_attempts=3).enrichment_threads == 6
     )
-    assert WorkerOptions(topology.select(["alliance"]), concurrency=2, max_attempts=3).enrichment_threads == 0
+    assert (
+        WorkerOptions(topology.select(["alliances"]), concurrency=2, max_attempts=3).enrichment_threads == 0
+    )
     assert (
         WorkerOptions(
-            topology.select(["alliance", "enrichment"]), concurrency=2, max_attempts=3
+            topology.select(["alliances", "enrichment"]), concurrency=2, max_attempts=3
         ).enrichment_threads
         == 1
     )
@@ -97,14 +102,14 @@ def test_lanes_are_selected_by_name_and_enrichment_gets_reserved_threads() -> No
 def test_only_esi_unavailability_is_retried(
     status: LedgerStatus, http_status: int | None, transient: bool
 ) -> None:
-    outcome = Outcome(Job("r", JobKind.CORPORATION, 1), status, http_status=http_status, error="x")
-    assert _transient(outcome) is transient
+    outcome = Outcome(Job("r", CORPORATIONS, 1), status, http_status=http_status, error="x")
+    assert is_transient(outcome) is transient
 
 
 def test_a_refresh_id_the_ledger_cannot_hold_makes_the_message_undecodable() -> None:
-    assert _decode(Job("r" * 64, JobKind.ALLIANCE, 1).encode()).refresh_id == "r" * 64
+    assert Job.decode(Job("r" * 64, ALLIANCES, 1).encode()).refresh_id == "r" * 64
     with pytest.raises(ValueError, match="longer than 64"):
-        _decode(Job("r" * 65, JobKind.ALLIANCE, 1).encode())
+        Job.decode(Job("r" * 65, ALLIANCES, 1).encode())
 
 
 def test_connection_parameters_default_heartbeat_and_blocked_timeout_unless_the_url_sets_them() -> None:
@@ -137,30 +142,25 @@ class FlakyStorage:
         self.bad = bad
         self.down = down
 
-    def apply(self, outcomes: Sequence[Outcome], *, flush: Any = None) -> None:
+    def apply(self, outcomes: Sequence[Outcome]) -> WriteCounts:
         if self.down:
             raise sa.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
         if any(o.job.entity_id in self.bad for o in outcomes):
             raise sa.exc.DataError("INSERT", {}, Exception("value out of range"))
-
-
-class NoCache:
-    def flush(self, conn: Any = None) -> int:
-        return 0
+        return WriteCounts(created=len(outcomes))
 
 
 def _write_through(storage: FlakyStorage, ids: list[int]) -> tuple[set[int], set[int]]:
     """Feed outcomes for `ids` to a writer; return (acked, not written) entity ids."""
     results: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
-    writer = _Writer(
+    writer: BatchWriter[None] = BatchWriter(
         storage,  # type: ignore[arg-type]
-        NoCache(),  # type: ignore[arg-type]
         max_batch=200,
-        written=lambda batch: [results.put(("written", o.job.entity_id)) for o, _ in batch],
+        written=lambda batch, _counts: [results.put(("written", o.job.entity_id)) for o, _ in batch],
         not_written=lambda o, _delivery, _exc: results.put(("failed", o.job.entity_id)),
     )
     for i in ids:
-        writer.put(Outcome(Job("r", JobKind.CORPORATION, i), LedgerStatus.DONE), None)  # type: ignore[arg-type]
+        writer.put(Outcome(Job("r", CORPORATIONS, i), LedgerStatus.DONE), None)
     seen = [results.get(timeout=30) for _ in ids]
     writer.stop()
     return {i for kind, i in seen if kind == "written"}, {i for kind, i in seen if kind == "failed"}

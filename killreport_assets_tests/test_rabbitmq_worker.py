@@ -3,7 +3,6 @@ enrichment ahead of the nightly bulk, and the operator commands (`queues`, `enqu
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -15,11 +14,12 @@ import dagster as dg
 import pika
 import sqlalchemy as sa
 
-from killreport_assets.jobs.model import Job, JobKind
-from killreport_assets.settings import Settings
+from killreport_assets.jobs import Job
+from killreport_assets.registry import CORPORATIONS
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import tables as t
 from killreport_assets.transport.rabbitmq import enqueue_enrichment
+from killreport_assets_tests.db import rows
 from killreport_assets_tests.rabbit_support import (
     TEST_ENV,
     RabbitStack,
@@ -51,30 +51,31 @@ def test_poison_entity_fails_after_bounded_attempts_and_garbage_is_dead_lettered
         poison = sorted(simulator.universe.member_corporation_ids())[7]
         simulator.configure(poison_corporations=[poison])
         worker = stack.start_worker(simulator.url, "--concurrency", "4")
-        stack.wait_for_consumers("killreport.corporation", 1)
+        stack.wait_for_consumers("killreport.corporations", 1)
         # Garbage before the refresh, in a nightly queue and in the enrichment queue.
-        _publish_raw(stack.url, "killreport.corporation", b"\x00not a job\xff")
+        _publish_raw(stack.url, "killreport.corporations", b"\x00not a job\xff")
         _publish_raw(
             stack.url, "killreport.enrichment", b'{"v": 99, "refresh_id": "x", "kind": "corporation"}'
         )
 
-        result = materialize_all(stack.resource(simulator.url))
+        result = materialize_all(stack.resources(simulator.url))
         assert result.success, "one failed corporation is below the 1% limit; garbage stops nothing"
         assert_tables_match(stack.storage, simulator.universe, stale=frozenset({poison}))
 
         ledger = t.refresh_ledger
-        row = stack.storage.rows(
-            sa.select(ledger).where(ledger.c.refresh_id == result.run_id, ledger.c.entity_id == poison)
+        row = rows(
+            stack.storage,
+            sa.select(ledger).where(ledger.c.refresh_id == result.run_id, ledger.c.entity_id == poison),
         )[0]
         assert (row.status, row.http_status) == ("failed", 500)
         assert row.attempts == 3 * 4, "3 queue-level attempts of 4 ESI requests each, then no more"
         assert "HTTP 500" in row.last_error and "gave up after 3 attempts" in row.last_error
 
-        assert stack.queue("killreport.corporation.dead")[0] == 1
+        assert stack.queue("killreport.corporations.dead")[0] == 1
         assert stack.queue("killreport.enrichment.dead")[0] == 1
-        assert stack.queue("killreport.corporation.retry.1s")[0] == 0
+        assert stack.queue("killreport.corporations.retry.1s")[0] == 0
         log = worker.log()
-        assert "dead-lettering a message from killreport.corporation" in log and r"not a job\xff" in log
+        assert "dead-lettering a message from killreport.corporations" in log and r"not a job\xff" in log
         assert "unsupported schema version 99" in log
         assert worker.process.poll() is None, "the worker carried on"
 
@@ -82,50 +83,43 @@ def test_poison_entity_fails_after_bounded_attempts_and_garbage_is_dead_lettered
 def test_a_refresh_without_workers_fails_within_seconds_saying_to_start_one(stack: RabbitStack) -> None:
     with SimulatorServer(SimulatorConfig(seed=3, alliances=60, corporations=300)) as simulator:
         started = time.monotonic()
-        result = materialize_all(stack.resource(simulator.url))
+        result = materialize_all(stack.resources(simulator.url))
         elapsed = time.monotonic() - started
     assert not result.success
     assert elapsed < 30, f"failed after {elapsed:.0f} s"
     message = _failure_message(result)
-    assert "no worker consumes killreport.alliance" in message and "killreport worker" in message
-    assert stack.queue("killreport.alliance")[0] == 0, "nothing was published for nobody"
+    assert "no worker consumes killreport.alliances" in message and "killreport worker" in message
+    assert stack.queue("killreport.alliances")[0] == 0, "nothing was published for nobody"
 
 
 def test_enrichment_is_served_ahead_of_the_nightly_bulk(stack: RabbitStack) -> None:
     config = SimulatorConfig(seed=29, alliances=80, corporations=400, latency_ms=50)
     with SimulatorServer(config) as simulator:
         stack.start_worker(simulator.url, "--concurrency", "4")
-        stack.wait_for_consumers("killreport.corporation", 1)
+        stack.wait_for_consumers("killreport.corporations", 1)
         outcome: dict[str, dg.ExecuteInProcessResult] = {}
         run = threading.Thread(
-            target=lambda: outcome.update(result=materialize_all(stack.resource(simulator.url)))
+            target=lambda: outcome.update(result=materialize_all(stack.resources(simulator.url)))
         )
         run.start()
         try:
             wait_for(
                 lambda: stack.progress("corporations").finished >= 40, "the corporations step to be under way"
             )
-            refresh_id = stack.storage.scalar(
-                sa.select(t.refresh_ledger.c.refresh_id)
-                .where(t.refresh_ledger.c.step == "corporations")
-                .limit(1)
-            )
+            refresh_id = stack.storage.ledger.latest_refresh(step="corporations")
             pending = sorted(
-                stack.storage.pending_ids(refresh_id, "corporations")
+                stack.storage.ledger.pending_ids(refresh_id, "corporations")
             )  # the bulk is published in ID order: these five come last
             chosen = pending[-5:]
-            settings = dataclasses.replace(
-                Settings.from_env(), rabbitmq_url=stack.url, database_url=stack.database_url
-            )
             enqueued_at = time.monotonic()
-            enqueue_enrichment(settings, [Job("enrichment-test", JobKind.CORPORATION, i) for i in chosen])
+            enqueue_enrichment(stack.url, 1, [Job("enrichment-test", CORPORATIONS, i) for i in chosen])
             wait_for(
                 lambda: stack.progress("corporations", "enrichment-test").finished == len(chosen),
                 "the enrichment jobs to finish",
             )
             served_in = time.monotonic() - enqueued_at
             bulk = stack.progress("corporations", refresh_id)
-            still_pending = set(stack.storage.pending_ids(refresh_id, "corporations"))
+            still_pending = set(stack.storage.ledger.pending_ids(refresh_id, "corporations"))
         finally:
             run.join(300)
     assert outcome["result"].success
@@ -166,9 +160,9 @@ def test_queues_and_enqueue_commands(stack: RabbitStack, tmp_path: Path) -> None
         if line.strip().startswith("killreport.")
     }
     assert set(lines) == {
-        "killreport.alliance",
+        "killreport.alliances",
         "killreport.alliance_corporations",
-        "killreport.corporation",
+        "killreport.corporations",
         "killreport.enrichment",
     }
     assert lines["killreport.enrichment"][1:2] == ["2"], done.stdout

@@ -8,11 +8,12 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from killreport_assets.resources import KillreportResource
+from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.simulator.universe import diff
 from killreport_assets.storage import Storage
 from killreport_assets.storage import tables as t
+from killreport_assets_tests.db import rows
 from killreport_assets_tests.refresh_support import (
     assert_tables_match,
     check_results,
@@ -44,7 +45,7 @@ class NightClock:
 def test_two_days_are_exact_and_a_rerun_changes_nothing(database_url: str) -> None:
     clock = NightClock()
     with SimulatorServer(UNIVERSE, clock=clock) as simulator:
-        resource = KillreportResource(
+        resource = refresh_resources(
             database_url=database_url, esi_base_url=simulator.url, poll_interval_seconds=0.05
         )
         storage = Storage.open(database_url)
@@ -81,8 +82,9 @@ def test_two_days_are_exact_and_a_rerun_changes_nothing(database_url: str) -> No
 
         # The poison corporation is reported, with its error, and was not retried forever.
         ledger = t.refresh_ledger
-        row = storage.rows(
-            sa.select(ledger).where(ledger.c.refresh_id == second.run_id, ledger.c.entity_id == poison)
+        row = rows(
+            storage,
+            sa.select(ledger).where(ledger.c.refresh_id == second.run_id, ledger.c.entity_id == poison),
         )[0]
         assert (row.status, row.http_status) == ("failed", 500)
         assert 1 < row.attempts <= 4 and "500" in row.last_error
@@ -104,8 +106,10 @@ def test_two_days_are_exact_and_a_rerun_changes_nothing(database_url: str) -> No
         ):
             assert changes[kind], f"the drifted day has no {kind}"
         leavers = changes["corporation_left"] - {poison}
-        rows = storage.rows(sa.select(t.corporations.c.alliance_id).where(t.corporations.c.id.in_(leavers)))
-        assert len(rows) == len(leavers) and all(r.alliance_id is None for r in rows)
+        leaver_rows = rows(
+            storage, sa.select(t.corporations.c.alliance_id).where(t.corporations.c.id.in_(leavers))
+        )
+        assert len(leaver_rows) == len(leavers) and all(r.alliance_id is None for r in leaver_rows)
         storage.dispose()
 
 
@@ -114,7 +118,7 @@ def test_a_rerun_after_a_failed_step_fetches_only_what_the_failed_run_did_not(tm
         members = simulator.universe.member_corporation_ids()
         poison = sorted(members[::20])  # 5%: far above the 1% a step tolerates
         simulator.configure(poison_corporations=poison)
-        resource = KillreportResource(
+        resource = refresh_resources(
             database_url=f"sqlite:///{tmp_path / 'resume.db'}",
             esi_base_url=simulator.url,
             poll_interval_seconds=0.05,

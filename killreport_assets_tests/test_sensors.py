@@ -15,7 +15,7 @@ import pytest
 from killreport_assets import sensors
 from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
-from killreport_assets.resources import KillreportResource
+from killreport_assets.resources import refresh_resources
 from killreport_assets.sensors import MESSAGE_LIMIT, FailureAlert, failure_alert_sensor
 from killreport_assets.settings import Settings, SettingsError
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess, SimulatorServer
@@ -42,12 +42,12 @@ def failed_refresh(
         env.setenv("KILLREPORT_ESI_MAX_RPS", "400")
         poison = sorted(simulator.universe.listed_alliance_ids())[:3]
         simulator.configure(poison_alliances=poison)
-        resource = KillreportResource(
+        resource = refresh_resources(
             database_url=f"sqlite:///{database}", esi_base_url=simulator.url, poll_interval_seconds=0.05
         )
         result = dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
-            resources={"killreport": resource},
+            resources=resource,
             instance=instance,
             raise_on_error=False,
         )

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from killreport_assets.jobs import Job, JobKind, LedgerStatus, Outcome
+from killreport_assets.jobs import Job, LedgerStatus, Outcome
+from killreport_assets.registry import CORPORATIONS
 from killreport_assets.steps import StepTimeout, WaitPolicy, describe, run_step
 from killreport_assets.storage import Storage
 
@@ -51,13 +52,13 @@ def policy(**changes: float) -> WaitPolicy:
 
 def test_a_step_finishes_when_the_ledger_has_no_pending_entity(storage: Storage, caplog) -> None:
     caplog.set_level(logging.INFO)
-    outcome = run_step(storage, LedgerTransport(storage), "r1", JobKind.CORPORATION, [1, 2, 3], policy(), LOG)
+    outcome = run_step(storage, LedgerTransport(storage), "r1", CORPORATIONS, [1, 2, 3], policy(), LOG)
     assert (outcome.progress.total, outcome.progress.pending) == (3, 0)
     assert any("3/3 (100.0%)" in record.getMessage() for record in caplog.records)
 
 
 def test_a_retried_step_submits_only_what_is_still_pending(storage: Storage) -> None:
-    run_step(storage, LedgerTransport(storage), "r1", JobKind.CORPORATION, [1, 2], policy(), LOG)
+    run_step(storage, LedgerTransport(storage), "r1", CORPORATIONS, [1, 2], policy(), LOG)
     submitted: list[Job] = []
 
     class Recording(LedgerTransport):
@@ -65,7 +66,7 @@ def test_a_retried_step_submits_only_what_is_still_pending(storage: Storage) -> 
             submitted.extend(jobs)
             super().submit(jobs)
 
-    run_step(storage, Recording(storage), "r1", JobKind.CORPORATION, [1, 2, 3], policy(), LOG)
+    run_step(storage, Recording(storage), "r1", CORPORATIONS, [1, 2, 3], policy(), LOG)
     assert [j.entity_id for j in submitted] == [3]
 
 
@@ -75,7 +76,7 @@ def test_timeout_fails_with_how_far_it_got_and_what_to_do(storage: Storage) -> N
             storage,
             LedgerTransport(storage, finish=1),
             "r1",
-            JobKind.CORPORATION,
+            CORPORATIONS,
             [1, 2, 3],
             policy(timeout=0.2),
             LOG,
@@ -88,7 +89,7 @@ def test_no_progress_for_the_stall_time_fails(storage: Storage) -> None:
             storage,
             LedgerTransport(storage, finish=0),
             "r1",
-            JobKind.CORPORATION,
+            CORPORATIONS,
             [1, 2],
             policy(stall_timeout=0.2),
             LOG,
@@ -96,15 +97,13 @@ def test_no_progress_for_the_stall_time_fails(storage: Storage) -> None:
 
 
 def test_a_transport_error_stops_the_wait(storage: Storage) -> None:
-    failing = LedgerTransport(storage, finish=0, error=RuntimeError("no consumer on killreport.corporation"))
+    failing = LedgerTransport(storage, finish=0, error=RuntimeError("no consumer on killreport.corporations"))
     with pytest.raises(RuntimeError, match="no consumer"):
-        run_step(storage, failing, "r1", JobKind.CORPORATION, [1], policy(), LOG)
+        run_step(storage, failing, "r1", CORPORATIONS, [1], policy(), LOG)
 
 
 def test_progress_line_has_done_total_rate_and_eta(storage: Storage) -> None:
-    storage.add_pending("r1", "corporations", range(1, 101))
-    storage.apply(
-        [Outcome(Job("r1", JobKind.CORPORATION, i), LedgerStatus.GONE, None, 404) for i in range(1, 26)]
-    )
-    line = describe(storage.progress("r1", "corporations"), elapsed=5.0)
+    storage.ledger.add_pending("r1", "corporations", range(1, 101))
+    storage.apply([Outcome(Job("r1", CORPORATIONS, i), LedgerStatus.GONE, None, 404) for i in range(1, 26)])
+    line = describe(storage.ledger.progress("r1", "corporations"), elapsed=5.0)
     assert line.startswith("25/100 (25.0%) at 5.0/s, ETA 15 s")

@@ -7,11 +7,13 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from killreport_assets.esi.models import Alliance, Corporation
-from killreport_assets.jobs import Job, JobKind, LedgerStatus, Outcome
+from killreport_assets.esi.models import Alliance, AllianceMembers, Corporation
+from killreport_assets.jobs import Job, LedgerStatus, Outcome
+from killreport_assets.registry import ALLIANCE_CORPORATIONS, ALLIANCES, CORPORATIONS, EntityKind
 from killreport_assets.storage import Storage, migrate
 from killreport_assets.storage import tables as t
 from killreport_assets.storage.database import current_revision, head_revision
+from killreport_assets_tests.db import rows, scalar
 
 REFRESH = "run-1"
 
@@ -38,7 +40,11 @@ def corp(corporation_id: int, **changes) -> Corporation:
     return Corporation(**fields)
 
 
-def done(kind: JobKind, entity_id: int, value, status=LedgerStatus.DONE, refresh=REFRESH) -> Outcome:
+def members(alliance_id: int, *corporation_ids: int) -> AllianceMembers:
+    return AllianceMembers(id=alliance_id, corporation_ids=corporation_ids)
+
+
+def done(kind: EntityKind, entity_id: int, value, status=LedgerStatus.DONE, refresh=REFRESH) -> Outcome:
     return Outcome(job=Job(refresh, kind, entity_id), status=status, value=value, http_status=200)
 
 
@@ -59,14 +65,14 @@ def test_migrations_are_applied_once_and_idempotent(storage: Storage) -> None:
 
 
 def test_upsert_keeps_created_at_and_never_clears_fields_a_shape_omits(storage: Storage) -> None:
-    first = storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001))])
+    first = storage.apply([done(CORPORATIONS, 98000001, corp(98000001))])
     assert (first.created, first.updated) == (1, 0)
-    before = storage.rows(sa.select(t.corporations))[0]
+    before = rows(storage, sa.select(t.corporations))[0]
 
     # The new ESI shape may omit ceo_id/creator_id; the stored values must survive.
     changed = corp(98000001, ceo_id=None, creator_id=None, member_count=11)
-    second = storage.apply([done(JobKind.CORPORATION, 98000001, changed)])
-    after = storage.rows(sa.select(t.corporations))[0]
+    second = storage.apply([done(CORPORATIONS, 98000001, changed)])
+    after = rows(storage, sa.select(t.corporations))[0]
     assert (second.created, second.updated) == (0, 1)
     assert after.ceo_id == before.ceo_id and after.creator_id == before.creator_id
     assert after.member_count == 11
@@ -74,45 +80,45 @@ def test_upsert_keeps_created_at_and_never_clears_fields_a_shape_omits(storage: 
     assert after.updated_at > before.updated_at
 
     # Same data again: nothing written, updated_at untouched.
-    third = storage.apply([done(JobKind.CORPORATION, 98000001, changed)])
+    third = storage.apply([done(CORPORATIONS, 98000001, changed)])
     assert third.unchanged == 1 and third.updated == 0
-    assert storage.rows(sa.select(t.corporations))[0].updated_at == after.updated_at
+    assert rows(storage, sa.select(t.corporations))[0].updated_at == after.updated_at
 
 
 def test_leaving_an_alliance_clears_alliance_id(storage: Storage) -> None:
-    storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001))])
-    storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001, alliance_id=None))])
-    assert storage.scalar(sa.select(t.corporations.c.alliance_id)) is None
+    storage.apply([done(CORPORATIONS, 98000001, corp(98000001))])
+    storage.apply([done(CORPORATIONS, 98000001, corp(98000001, alliance_id=None))])
+    assert scalar(storage, sa.select(t.corporations.c.alliance_id)) is None
 
 
 def test_gone_corporation_is_closed_and_not_deleted(storage: Storage) -> None:
-    storage.apply([done(JobKind.CORPORATION, 98000001, corp(98000001))])
-    counts = storage.apply([done(JobKind.CORPORATION, 98000001, None, status=LedgerStatus.GONE)])
-    row = storage.rows(sa.select(t.corporations))[0]
+    storage.apply([done(CORPORATIONS, 98000001, corp(98000001))])
+    counts = storage.apply([done(CORPORATIONS, 98000001, None, status=LedgerStatus.GONE)])
+    row = rows(storage, sa.select(t.corporations))[0]
     assert counts.closed == 1
     assert row.closed_at is not None and row.alliance_id is None and row.name == "Corp 98000001"
 
 
 def test_memberships_record_joins_and_leaves(storage: Storage) -> None:
-    storage.apply([done(JobKind.ALLIANCE_CORPORATIONS, 99000001, [98000001, 98000002])])
+    storage.apply([done(ALLIANCE_CORPORATIONS, 99000001, members(99000001, 98000001, 98000002))])
     counts = storage.apply(
-        [done(JobKind.ALLIANCE_CORPORATIONS, 99000001, [98000002, 98000003], refresh="run-2")]
+        [done(ALLIANCE_CORPORATIONS, 99000001, members(99000001, 98000002, 98000003), refresh="run-2")]
     )
     assert (counts.joined, counts.left) == (1, 1)
     ac, h = t.alliance_corporations, t.membership_history
-    assert sorted(r.corporation_id for r in storage.rows(sa.select(ac))) == [98000002, 98000003]
+    assert sorted(r.corporation_id for r in rows(storage, sa.select(ac))) == [98000002, 98000003]
     events = sorted(
-        (r.event, r.corporation_id) for r in storage.rows(sa.select(h).where(h.c.refresh_id == "run-2"))
+        (r.event, r.corporation_id) for r in rows(storage, sa.select(h).where(h.c.refresh_id == "run-2"))
     )
     assert events == [("joined", 98000003), ("left", 98000001)]
 
 
 def test_ledger_tracks_pending_and_keeps_finished_rows_on_retry(storage: Storage) -> None:
-    storage.add_pending(REFRESH, "corporations", [1, 2, 3])
-    storage.apply([done(JobKind.CORPORATION, 1, corp(1))])
-    storage.add_pending(REFRESH, "corporations", [1, 2, 3])  # a retried step re-records its entities
-    assert storage.pending_ids(REFRESH, "corporations") == [2, 3]
-    progress = storage.progress(REFRESH, "corporations")
+    storage.ledger.add_pending(REFRESH, "corporations", [1, 2, 3])
+    storage.apply([done(CORPORATIONS, 1, corp(1))])
+    storage.ledger.add_pending(REFRESH, "corporations", [1, 2, 3])  # a retried step re-records its entities
+    assert storage.ledger.pending_ids(REFRESH, "corporations") == [2, 3]
+    progress = storage.ledger.progress(REFRESH, "corporations")
     assert (progress.total, progress.pending, progress.finished) == (3, 2, 1)
 
 
@@ -128,18 +134,18 @@ def test_snapshots_replace_the_days_rows(storage: Storage) -> None:
     )
     storage.apply(
         [
-            done(JobKind.ALLIANCE, 99000001, alliance),
-            done(JobKind.ALLIANCE_CORPORATIONS, 99000001, [98000001, 98000002]),
-            done(JobKind.CORPORATION, 98000001, corp(98000001, member_count=5)),
-            done(JobKind.CORPORATION, 98000002, corp(98000002, member_count=7)),
+            done(ALLIANCES, 99000001, alliance),
+            done(ALLIANCE_CORPORATIONS, 99000001, members(99000001, 98000001, 98000002)),
+            done(CORPORATIONS, 98000001, corp(98000001, member_count=5)),
+            done(CORPORATIONS, 98000002, corp(98000002, member_count=7)),
         ]
     )
     day = dt.date(2026, 11, 29)
-    assert storage.write_alliance_snapshot(day) == 1
-    assert storage.write_alliance_snapshot(day) == 1
-    assert storage.write_corporation_snapshot(day) == 2
-    assert storage.write_corporation_snapshot(day) == 2
+    assert storage.snapshots.write_alliance_snapshot(day) == 1
+    assert storage.snapshots.write_alliance_snapshot(day) == 1
+    assert storage.snapshots.write_corporation_snapshot(day) == 2
+    assert storage.snapshots.write_corporation_snapshot(day) == 2
     s = t.alliance_snapshots
-    assert [(r.member_count, r.corporation_count) for r in storage.rows(sa.select(s))] == [(12, 2)]
-    a = storage.rows(sa.select(t.alliances))[0]
+    assert [(r.member_count, r.corporation_count) for r in rows(storage, sa.select(s))] == [(12, 2)]
+    a = rows(storage, sa.select(t.alliances))[0]
     assert (a.member_count, a.corporation_count) == (12, 2)

@@ -1,5 +1,5 @@
-"""Materialization metadata shared by the refresh assets: counts from the ledger and the tables,
-ESI answers by status, a Markdown sample, and the numeric series Dagster plots across runs."""
+"""Materialization metadata shared by the refresh assets: counts from the ledger, failures, and
+Markdown samples of the tables."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 
-from killreport_assets.jobs.model import LedgerStatus
 from killreport_assets.steps import StepOutcome
-from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
+from killreport_assets.storage import LedgerStatus, Storage
 
 FAILED_IDS_SHOWN = 100
 
@@ -30,31 +27,6 @@ def step_counts(outcome: StepOutcome) -> dict[str, int]:
     }
 
 
-def table_changes(storage: Storage, table: sa.Table, since: dt.datetime) -> dict[str, int]:
-    """Rows created, updated and closed since `since` (exact: `updated_at` moves only on change)."""
-    created = sa.func.count().filter(table.c.created_at >= since)
-    updated = sa.func.count().filter(table.c.updated_at >= since, table.c.created_at < since)
-    closed = sa.func.count().filter(table.c.closed_at >= since)
-    row = storage.rows(sa.select(created, updated, closed))[0]
-    return {"created": row[0], "updated": row[1], "closed": row[2]}
-
-
-def universe_series(storage: Storage) -> dict[str, int]:
-    """The figures plotted across runs: open alliances, open corporations, total members."""
-    a, c = t.alliances, t.corporations
-    return {
-        "alliances": storage.scalar(sa.select(sa.func.count()).where(a.c.closed_at.is_(None))),
-        "corporations": storage.scalar(sa.select(sa.func.count()).where(c.c.closed_at.is_(None))),
-        "total_members": int(
-            storage.scalar(
-                sa.select(sa.func.coalesce(sa.func.sum(c.c.member_count), 0)).where(
-                    c.c.closed_at.is_(None), c.c.alliance_id.is_not(None)
-                )
-            )
-        ),
-    }
-
-
 def failure_metadata(outcome: StepOutcome) -> dict[str, Any]:
     if not outcome.failures:
         return {}
@@ -67,10 +39,8 @@ def failure_metadata(outcome: StepOutcome) -> dict[str, Any]:
     }
 
 
-def sample(storage: Storage, query: sa.Select, limit: int = 10) -> dg.MetadataValue:
-    with storage.engine.connect() as conn:
-        frame = pd.read_sql(query.limit(limit), conn)
-    return dg.MetadataValue.md(markdown_table(frame))
+def sample(storage: Storage, table: str, *, snapshot_date: dt.date | None = None) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(storage.reports.sample(table, snapshot_date=snapshot_date)))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -5,14 +5,15 @@ recomputed from current data anyway. The date is the run's UTC date unless confi
 """
 
 import datetime as dt
+from collections.abc import Callable
 
 import dagster as dg
-import sqlalchemy as sa
 
-from killreport_assets.assets.eve import GROUP, INFRA_RETRY, corporations
-from killreport_assets.assets.reporting import sample, universe_series
-from killreport_assets.resources import KillreportResource
-from killreport_assets.storage import tables as t
+from killreport_assets.assets.eve import corporations
+from killreport_assets.assets.refresh import GROUP, INFRA_RETRY
+from killreport_assets.assets.reporting import sample
+from killreport_assets.resources import DatabaseResource
+from killreport_assets.storage import Storage
 
 
 class SnapshotConfig(dg.Config):
@@ -31,68 +32,44 @@ class SnapshotConfig(dg.Config):
             ) from None
 
 
-def _report(
-    context: dg.AssetExecutionContext,
-    killreport: KillreportResource,
-    day: dt.date,
-    rows: int,
-    sample_of: sa.Select,
-) -> dg.MaterializeResult:
-    storage = killreport.runtime.storage
-    context.log.info("%s %s: %d rows", context.asset_key.to_user_string(), day, rows)
-    return dg.MaterializeResult(
-        metadata={
-            "snapshot_date": day.isoformat(),
-            "dagster/row_count": rows,
-            **universe_series(storage),
-            "sample": sample(storage, sample_of),
-        }
+def _snapshot_asset(
+    name: str, table: str, write: Callable[[Storage, dt.date], int], description: str
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        group_name=GROUP,
+        deps=[corporations],
+        kinds={"sql"},
+        retry_policy=INFRA_RETRY,
+        description=description,
     )
+    def snapshot(
+        context: dg.AssetExecutionContext, config: SnapshotConfig, database: DatabaseResource
+    ) -> dg.MaterializeResult:
+        day, storage = config.day(), database.storage
+        rows = write(storage, day)
+        context.log.info("%s %s: %d rows", name, day, rows)
+        return dg.MaterializeResult(
+            metadata={
+                "snapshot_date": day.isoformat(),
+                "dagster/row_count": rows,
+                **storage.reports.universe_series(),
+                "sample": sample(storage, table, snapshot_date=day),
+            }
+        )
+
+    return snapshot
 
 
-@dg.asset(
-    group_name=GROUP,
-    deps=[corporations],
-    kinds={"sql"},
-    retry_policy=INFRA_RETRY,
-    description="Per listed alliance and UTC date: member count (sum over member corporations) and corporation count.",
+alliance_snapshot = _snapshot_asset(
+    "alliance_snapshot",
+    "alliance_snapshots",
+    lambda storage, day: storage.snapshots.write_alliance_snapshot(day),
+    "Per listed alliance and UTC date: member count (sum over member corporations) and corporation count.",
 )
-def alliance_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, killreport: KillreportResource
-) -> dg.MaterializeResult:
-    day = config.day()
-    rows = killreport.runtime.storage.write_alliance_snapshot(day)
-    s = t.alliance_snapshots
-    return _report(
-        context,
-        killreport,
-        day,
-        rows,
-        sa.select(s.c.alliance_id, s.c.member_count, s.c.corporation_count)
-        .where(s.c.snapshot_date == day)
-        .order_by(s.c.member_count.desc()),
-    )
-
-
-@dg.asset(
-    group_name=GROUP,
-    deps=[corporations],
-    kinds={"sql"},
-    retry_policy=INFRA_RETRY,
-    description="Per open corporation and UTC date: member count.",
+corporation_snapshot = _snapshot_asset(
+    "corporation_snapshot",
+    "corporation_snapshots",
+    lambda storage, day: storage.snapshots.write_corporation_snapshot(day),
+    "Per open corporation and UTC date: member count.",
 )
-def corporation_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, killreport: KillreportResource
-) -> dg.MaterializeResult:
-    day = config.day()
-    rows = killreport.runtime.storage.write_corporation_snapshot(day)
-    s = t.corporation_snapshots
-    return _report(
-        context,
-        killreport,
-        day,
-        rows,
-        sa.select(s.c.corporation_id, s.c.member_count)
-        .where(s.c.snapshot_date == day)
-        .order_by(s.c.member_count.desc()),
-    )

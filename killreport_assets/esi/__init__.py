@@ -13,17 +13,19 @@ bridged into every worker thread, and the governor's shared state is plain locks
 through an injectable `Clock` so tests can make them instant.
 """
 
-from .cache import CacheEntry, HttpCache, MemoryCache
+from .cache import CacheEntry, HttpCache, MemoryCache, WritableCache
 from .client import EsiClient
 from .clock import Clock, SystemClock
 from .config import EsiConfig
 from .errors import EsiBadRequest, EsiError, EsiResponseInvalid, EsiUnavailable
 from .governor import EsiGovernor
-from .models import Alliance, AllianceHistoryEntry, Corporation, UniverseName
-from .result import EsiResult, Outcome
+from .models import Alliance, AllianceHistoryEntry, AllianceMembers, Corporation, EsiModel, UniverseName
+from .result import Answer, EsiResult
 
 __all__ = [
     "Alliance",
+    "AllianceMembers",
+    "Answer",
     "AllianceHistoryEntry",
     "CacheEntry",
     "Clock",
@@ -33,12 +35,13 @@ __all__ = [
     "EsiConfig",
     "EsiError",
     "EsiGovernor",
+    "EsiModel",
     "EsiResponseInvalid",
     "EsiResult",
     "EsiUnavailable",
     "HttpCache",
     "MemoryCache",
-    "Outcome",
     "SystemClock",
     "UniverseName",
+    "WritableCache",
 ]

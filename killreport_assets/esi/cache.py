@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class CacheEntry:
 
 class HttpCache(Protocol):
     def get(self, url: str) -> CacheEntry | None: ...
+
+
+@runtime_checkable
+class WritableCache(HttpCache, Protocol):
+    """A cache the client writes itself (in-process ones); others are written with the data."""
 
     def put(self, url: str, entry: CacheEntry) -> None: ...
 

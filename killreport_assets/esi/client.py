@@ -14,14 +14,14 @@ from pydantic import ValidationError
 from killreport_assets.version import __version__
 
 from . import wire
-from .cache import CacheEntry, HttpCache, MemoryCache
+from .cache import CacheEntry, HttpCache, MemoryCache, WritableCache
 from .clock import Clock
 from .config import EsiConfig
 from .errors import EsiBadRequest, EsiError, EsiResponseInvalid, EsiUnavailable
 from .freshness import expires_at
 from .governor import EsiGovernor, Wait
 from .models import Alliance, AllianceHistoryEntry, Corporation, UniverseName
-from .result import EsiResult, Outcome
+from .result import Answer, EsiResult
 from .stats import ClientStats
 
 T = TypeVar("T")
@@ -52,7 +52,9 @@ _EXCERPT = 200
 class EsiClient:
     """Thread-safe: one instance (one connection pool) is meant to be shared by all threads.
 
-    `cache` defaults to a private `MemoryCache`; `governor` to the process-wide
+    `cache` defaults to a private `MemoryCache`. The client reads it, and writes each response it
+    should keep into it only when it takes writes (`WritableCache`); a cache without `put` (the
+    database's) is written by whoever commits the data the response carried. `governor` to the process-wide
     `EsiGovernor.shared(config)`; `clock` to the governor's clock. `transport` replaces the HTTP
     transport (tests).
     """
@@ -97,6 +99,10 @@ class EsiClient:
     def close(self) -> None:
         self._http.close()
 
+    def fetch(self, route: str, entity_id: int, parse: Callable[[bytes, int], T]) -> EsiResult[T]:
+        """GET one entity of `route` (one `{placeholder}`), parsed by `parse(body, entity_id)`."""
+        return self._get(route, entity_id, lambda body: parse(body, entity_id))
+
     def alliance_ids(self) -> EsiResult[list[int]]:
         return self._get(ALLIANCES_ROUTE, None, wire.parse_id_list)
 
@@ -134,7 +140,7 @@ class EsiClient:
         url = self._url(route, entity_id)
         entry, stored = self._stored(url, parse)
         if entry is not None and entry.expires_at > self._clock.now():
-            return self._result(EsiResult(stored, Outcome.CACHED, url, None, entry.expires_at, entry.etag))
+            return self._result(EsiResult(stored, Answer.CACHED, url, None, entry.expires_at, entry.etag))
 
         conditional: dict[str, str] = {}
         if entry is not None and entry.etag:
@@ -144,7 +150,7 @@ class EsiClient:
         response, attempts = self._send("GET", route, entity_id, url, headers=conditional)
         status = response.status_code
         if status == 404:
-            return self._result(EsiResult(None, Outcome.GONE, url, status, attempts=attempts))
+            return self._result(EsiResult(None, Answer.GONE, url, status, attempts=attempts))
         if status == 304:
             if entry is None:
                 raise EsiError(f"ESI answered 304 to an unconditional GET {url}", status=status)
@@ -154,10 +160,16 @@ class EsiClient:
                 expires_at=expires_at(response.headers, self._clock.now()),
                 body=entry.body,
             )
-            self._cache.put(url, refreshed)
-            return self._result(
+            return self._kept(
                 EsiResult(
-                    stored, Outcome.UNCHANGED, url, status, refreshed.expires_at, refreshed.etag, attempts
+                    stored,
+                    Answer.UNCHANGED,
+                    url,
+                    status,
+                    refreshed.expires_at,
+                    refreshed.etag,
+                    attempts,
+                    refreshed,
                 )
             )
 
@@ -168,15 +180,19 @@ class EsiClient:
             expires_at=expires_at(response.headers, self._clock.now()),
             body=response.content,
         )
-        if fresh.etag or fresh.last_modified or fresh.expires_at > self._clock.now():
-            self._cache.put(url, fresh)
-        return self._result(
-            EsiResult(value, Outcome.FETCHED, url, status, fresh.expires_at, fresh.etag, attempts)
+        keep = fresh.etag or fresh.last_modified or fresh.expires_at > self._clock.now()
+        return self._kept(
+            EsiResult(
+                value,
+                Answer.FETCHED,
+                url,
+                status,
+                fresh.expires_at,
+                fresh.etag,
+                attempts,
+                fresh if keep else None,
+            )
         )
-
-    def url(self, route: str, entity_id: int | None = None) -> str:
-        """The URL of `route` for `entity_id`: also the key of its cache entry."""
-        return self._url(route, entity_id)
 
     def _url(self, route: str, entity_id: int | None) -> str:
         path = route if entity_id is None else _PLACEHOLDER.sub(str(_checked_id(entity_id)), route)
@@ -195,8 +211,13 @@ class EsiClient:
             return None, None
 
     def _result(self, result: EsiResult[T]) -> EsiResult[T]:
-        self._stats.outcome(str(result.outcome))
+        self._stats.outcome(str(result.answer))
         return result
+
+    def _kept(self, result: EsiResult[T]) -> EsiResult[T]:
+        if result.entry is not None and isinstance(self._cache, WritableCache):
+            self._cache.put(result.url, result.entry)
+        return self._result(result)
 
     def _resolve(self, batch: list[int]) -> list[UniverseName]:
         url = self._url(UNIVERSE_NAMES_ROUTE, None)

@@ -10,11 +10,13 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Model(BaseModel):
+class EsiModel(BaseModel):
+    """Every parsed ESI entity: frozen, and carrying the `id` it was requested by."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class Alliance(_Model):
+class Alliance(EsiModel):
     id: int
     name: str
     ticker: str
@@ -25,7 +27,14 @@ class Alliance(_Model):
     faction_id: int | None = None
 
 
-class Corporation(_Model):
+class AllianceMembers(EsiModel):
+    """An alliance's member list: `id` is the alliance's."""
+
+    id: int
+    corporation_ids: tuple[int, ...]
+
+
+class Corporation(EsiModel):
     """A corporation; `tax_rate` is a 0–1 fraction rounded to 6 decimals whichever shape ESI used."""
 
     id: int
@@ -46,14 +55,14 @@ class Corporation(_Model):
     closed: bool = False
 
 
-class AllianceHistoryEntry(_Model):
+class AllianceHistoryEntry(EsiModel):
     record_id: int
     start_date: datetime
     alliance_id: int | None = None
     is_deleted: bool = False
 
 
-class UniverseName(_Model):
+class UniverseName(EsiModel):
     id: int
     name: str
     category: str

@@ -7,12 +7,11 @@ field); the client turns that into `EsiResponseInvalid`. Validation is strict so
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from .models import Alliance, AllianceHistoryEntry, Corporation, UniverseName
+from .models import Alliance, AllianceHistoryEntry, AllianceMembers, Corporation, UniverseName
 
 # Both corporation shapes give the same fraction after rounding away float32 noise
 # (legacy 0.10000000149011612 and new 10.0 % both become 0.1).
@@ -23,61 +22,44 @@ class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class _AllianceWire(_Wire):
-    name: str
-    ticker: str
-    date_founded: datetime
-    creator_corporation_id: int
-    creator_id: int
-    executor_corporation_id: int | None = None
-    faction_id: int | None = None
+def _shape(model: type[BaseModel], name: str, *, drop: tuple[str, ...] = (), **changes: Any) -> type[_Wire]:
+    """A wire shape: `model`'s fields without the ones ESI does not send (`id`, always, and `drop`),
+    with `changes` (field name → (type, default or `...` for required))."""
+    fields: dict[str, Any] = {
+        field: (info.annotation, info)
+        for field, info in model.model_fields.items()
+        if field not in ("id", "closed", *drop)
+    }
+    return create_model(name, __base__=_Wire, **{**fields, **changes})
 
 
-class _LegacyCorporationWire(_Wire):
-    """Compatibility dates before 2026-07-21: `tax_rate` is a fraction, `faction_id`, no state."""
-
-    name: str
-    ticker: str
-    member_count: int
-    ceo_id: int
-    creator_id: int
-    tax_rate: float = Field(ge=0, le=1)
-    alliance_id: int | None = None
-    date_founded: datetime | None = None
-    description: str | None = None
-    faction_id: int | None = None
-    home_station_id: int | None = None
-    shares: int | None = None
-    url: str | None = None
-    war_eligible: bool | None = None
+_AllianceWire = _shape(Alliance, "_AllianceWire")
+# Compatibility dates before 2026-07-21: `tax_rate` is a fraction, `faction_id`, no state; the CEO and
+# creator are always there.
+_LegacyCorporationWire = _shape(
+    Corporation, "_LegacyCorporationWire", ceo_id=(int, ...), creator_id=(int, ...)
+)
 
 
 class _TaxRatesWire(_Wire):
     isk: float = Field(ge=0, le=100)
 
 
-class _CorporationWire(_Wire):
-    """Compatibility date 2026-07-21 on: `tax_rates.isk` in percent, `enlisted_faction_id`, `state`.
-
-    Only the fields we map are declared; enum-like strings stay `str` because ESI may add values
-    to them under an existing compatibility date.
-    """
-
-    state: str
-    name: str
-    ticker: str
-    description: str
-    home_station_id: int
-    member_count: int
-    tax_rates: _TaxRatesWire
-    shares: int
-    war_eligible: bool
-    alliance_id: int | None = None
-    ceo_id: int | None = None
-    creator_id: int | None = None
-    date_founded: datetime | None = None
-    enlisted_faction_id: int | None = None
-    url: str | None = None
+# Compatibility date 2026-07-21 on: `tax_rates.isk` in percent, `enlisted_faction_id`, `state`, and
+# description, home station, shares and war eligibility always there. Enum-like strings stay `str`
+# because ESI may add values to them under an existing compatibility date.
+_CorporationWire = _shape(
+    Corporation,
+    "_CorporationWire",
+    drop=("tax_rate", "faction_id"),
+    state=(str, ...),
+    description=(str, ...),
+    home_station_id=(int, ...),
+    shares=(int, ...),
+    war_eligible=(bool, ...),
+    tax_rates=(_TaxRatesWire, ...),
+    enlisted_faction_id=(int | None, None),
+)
 
 
 _ID_LIST = TypeAdapter(list[int])
@@ -88,6 +70,10 @@ _NAMES = TypeAdapter(list[UniverseName])
 
 def parse_id_list(body: bytes) -> list[int]:
     return _ID_LIST.validate_json(body, strict=True)
+
+
+def parse_alliance_members(body: bytes, alliance_id: int) -> AllianceMembers:
+    return AllianceMembers(id=alliance_id, corporation_ids=tuple(parse_id_list(body)))
 
 
 def parse_alliance(body: bytes, alliance_id: int) -> Alliance:

@@ -1,5 +1,6 @@
-"""Jobs: the message format, outcomes and the handlers that run them."""
+"""Jobs: the message format, outcomes and the handler that runs them."""
 
-from killreport_assets.jobs.model import Job, JobDecodeError, JobKind, LedgerStatus, Outcome
+from killreport_assets.jobs.model import Job, JobDecodeError, Outcome
+from killreport_assets.storage import LedgerStatus
 
-__all__ = ["Job", "JobDecodeError", "JobKind", "LedgerStatus", "Outcome"]
+__all__ = ["Job", "JobDecodeError", "LedgerStatus", "Outcome"]

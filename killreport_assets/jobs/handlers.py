@@ -1,36 +1,21 @@
-"""Job handlers: the only place that joins the ESI client to storage's data model.
+"""The job handler: the only place that joins the ESI client to storage's data model.
 
-A handler fetches one entity through the ESI client and turns the answer into an `Outcome`; the
-transport then writes outcomes (data rows and ledger rows together, in one transaction per batch)
-through `Storage.apply`. The same handlers run in the embedded thread pool and in `killreport worker`.
+`handle` fetches one entity of any registered kind through the ESI client and turns the answer into
+an `Outcome`; a transport's writer then hands outcomes to `Storage.apply` (data, ledger row and the
+response, in one transaction per batch). The same handler runs in the embedded pool and in
+`killreport worker`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from killreport_assets.esi import EsiClient, EsiError, EsiResult, EsiUnavailable
-from killreport_assets.esi import Outcome as EsiOutcome
-from killreport_assets.esi.client import ALLIANCE_CORPORATIONS_ROUTE, ALLIANCE_ROUTE, CORPORATION_ROUTE
-from killreport_assets.jobs.model import Job, JobKind, LedgerStatus, Outcome
-
-_FETCHERS: dict[JobKind, Callable[[EsiClient, int], EsiResult]] = {
-    JobKind.ALLIANCE: EsiClient.alliance,
-    JobKind.ALLIANCE_CORPORATIONS: EsiClient.alliance_corporations,
-    JobKind.CORPORATION: EsiClient.corporation,
-}
-
-_ROUTES = {
-    JobKind.ALLIANCE: ALLIANCE_ROUTE,
-    JobKind.ALLIANCE_CORPORATIONS: ALLIANCE_CORPORATIONS_ROUTE,
-    JobKind.CORPORATION: CORPORATION_ROUTE,
-}
+from killreport_assets.esi import Answer, EsiClient, EsiError, EsiUnavailable
+from killreport_assets.jobs.model import Job, LedgerStatus, Outcome
 
 _STATUS = {
-    EsiOutcome.FETCHED: LedgerStatus.DONE,
-    EsiOutcome.UNCHANGED: LedgerStatus.UNCHANGED,
-    EsiOutcome.CACHED: LedgerStatus.UNCHANGED,
-    EsiOutcome.GONE: LedgerStatus.GONE,
+    Answer.FETCHED: LedgerStatus.DONE,
+    Answer.UNCHANGED: LedgerStatus.UNCHANGED,
+    Answer.CACHED: LedgerStatus.UNCHANGED,
+    Answer.GONE: LedgerStatus.GONE,
 }
 
 
@@ -38,7 +23,7 @@ def handle(job: Job, client: EsiClient) -> Outcome:
     """Run one job. ESI failures become a FAILED outcome (recorded, never retried forever); anything
     else (a bug, the database) propagates so the transport can retry or stop."""
     try:
-        result = _FETCHERS[job.kind](client, job.entity_id)
+        result = client.fetch(job.kind.route, job.entity_id, job.kind.parse)
     except EsiError as exc:
         return Outcome(
             job=job,
@@ -49,13 +34,9 @@ def handle(job: Job, client: EsiClient) -> Outcome:
         )
     return Outcome(
         job=job,
-        status=_STATUS[result.outcome],
+        status=_STATUS[result.answer],
         value=result.value,
         http_status=result.status,
         attempts=result.attempts,
+        response=None if result.entry is None else (result.url, result.entry),
     )
-
-
-def cache_key(job: Job, client: EsiClient) -> str:
-    """The URL whose cache entry `job` will read, so a batch's entries can be loaded in one query."""
-    return client.url(_ROUTES[job.kind], job.entity_id)

@@ -1,4 +1,4 @@
-"""The job message format and the result a handler hands to storage.
+"""The job message format and what a finished job hands to storage.
 
 A job names one entity to refresh within one refresh (a Dagster run). The same job can be delivered
 twice (RabbitMQ redelivery, a retried step): everything downstream is an idempotent upsert keyed by
@@ -9,40 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+
+from killreport_assets.esi import CacheEntry, EsiModel
+from killreport_assets.registry import REGISTRY, EntityKind
+from killreport_assets.storage import REFRESH_ID_LENGTH, LedgerEntry, LedgerStatus, Store
 
 SCHEMA_VERSION = 1
-
-
-class JobKind(StrEnum):
-    ALLIANCE = "alliance"
-    ALLIANCE_CORPORATIONS = "alliance_corporations"
-    CORPORATION = "corporation"
-
-    @property
-    def step(self) -> str:
-        """The ledger step (and asset) this kind of job belongs to."""
-        return _STEPS[self]
-
-
-_STEPS = {
-    JobKind.ALLIANCE: "alliances",
-    JobKind.ALLIANCE_CORPORATIONS: "alliance_corporations",
-    JobKind.CORPORATION: "corporations",
-}
-
-
-class LedgerStatus(StrEnum):
-    PENDING = "pending"
-    DONE = "done"  # fetched (200) and written
-    UNCHANGED = "unchanged"  # 304, or still fresh in the HTTP cache
-    GONE = "gone"  # 404: the entity no longer exists
-    FAILED = "failed"  # permanent failure after bounded attempts
-
-    @classmethod
-    def finished(cls) -> tuple[LedgerStatus, ...]:
-        return (cls.DONE, cls.UNCHANGED, cls.GONE, cls.FAILED)
 
 
 class JobDecodeError(ValueError):
@@ -52,23 +24,17 @@ class JobDecodeError(ValueError):
 @dataclass(frozen=True)
 class Job:
     refresh_id: str
-    kind: JobKind
+    kind: EntityKind
     entity_id: int
 
-    @property
-    def step(self) -> str:
-        return self.kind.step
-
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "refresh_id": self.refresh_id,
-                "kind": self.kind.value,
-                "id": self.entity_id,
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = {
+            "v": SCHEMA_VERSION,
+            "refresh_id": self.refresh_id,
+            "kind": self.kind.name,
+            "id": self.entity_id,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> Job:
@@ -79,24 +45,52 @@ class Job:
                 raise TypeError("not a JSON object")
             if data.get("v") != SCHEMA_VERSION:
                 raise ValueError(f"unsupported schema version {data.get('v')!r} (expected {SCHEMA_VERSION})")
-            entity_id = data["id"]
-            refresh_id = data["refresh_id"]
+            entity_id, refresh_id, kind = data["id"], data["refresh_id"], data["kind"]
             if type(entity_id) is not int or entity_id <= 0:
                 raise ValueError(f"id must be a positive integer, got {entity_id!r}")
             if not isinstance(refresh_id, str) or not refresh_id:
                 raise ValueError("refresh_id must be a non-empty string")
-            return cls(refresh_id=refresh_id, kind=JobKind(data["kind"]), entity_id=entity_id)
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            if len(refresh_id) > REFRESH_ID_LENGTH:
+                raise ValueError(f"refresh_id longer than {REFRESH_ID_LENGTH} characters")
+            if not isinstance(kind, str):
+                raise TypeError(f"kind must be a string, got {kind!r}")
+            return cls(refresh_id=refresh_id, kind=REGISTRY.get(kind), entity_id=entity_id)
+        except KeyError as exc:
+            raise JobDecodeError(f"undecodable job message: missing or unknown {exc}") from None
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
             raise JobDecodeError(f"undecodable job message: {exc}") from None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one job produced: the ledger status plus the data to write (if any)."""
+    """What one job produced: its ledger status, the entity (None when gone or failed), and the ESI
+    response to keep with it. Storage writes it as one `storage.Finished`."""
 
     job: Job
     status: LedgerStatus
-    value: Any = None  # Alliance | Corporation | list[int] | None
+    value: EsiModel | None = None
     http_status: int | None = None
     attempts: int = 1
     error: str | None = None
+    response: tuple[str, CacheEntry] | None = None
+
+    @property
+    def entry(self) -> LedgerEntry:
+        job = self.job
+        return LedgerEntry(
+            job.refresh_id,
+            job.kind.name,
+            job.entity_id,
+            self.status,
+            self.attempts,
+            self.http_status,
+            self.error,
+        )
+
+    @property
+    def store(self) -> Store:
+        return self.job.kind.store
+
+    @property
+    def gone(self) -> bool:
+        return self.status is LedgerStatus.GONE

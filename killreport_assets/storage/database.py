@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from killreport_assets.settings import redact_url
+from killreport_assets.envvars import redact_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill": any constant shared by every process of this program

@@ -38,12 +38,26 @@ class UtcDateTime(sa.types.TypeDecorator):
 
 UTC_TIME = UtcDateTime()
 
-alliances = sa.Table(
+
+def _entity_table(name: str, *columns: sa.Column | sa.Index) -> sa.Table:
+    """A table of ESI entities (what `storage.entities.EntityTable` writes): the entity's id, name and
+    ticker, its own `columns`, and when its row was created, last changed and closed (never deleted)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", ID, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("ticker", sa.Text, nullable=False),
+        *(c for c in columns if isinstance(c, sa.Column)),
+        sa.Column("created_at", UTC_TIME, nullable=False),
+        sa.Column("updated_at", UTC_TIME, nullable=False),
+        sa.Column("closed_at", UTC_TIME),
+        *(c for c in columns if isinstance(c, sa.Index)),
+    )
+
+
+alliances = _entity_table(
     "alliances",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=False),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("ticker", sa.Text, nullable=False),
     sa.Column("date_founded", UTC_TIME),
     sa.Column("creator_corporation_id", ID),
     sa.Column("creator_id", ID),
@@ -51,17 +65,9 @@ alliances = sa.Table(
     sa.Column("faction_id", ID),
     sa.Column("corporation_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("member_count", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("created_at", UTC_TIME, nullable=False),
-    sa.Column("updated_at", UTC_TIME, nullable=False),
-    sa.Column("closed_at", UTC_TIME),
 )
-
-corporations = sa.Table(
+corporations = _entity_table(
     "corporations",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=False),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("ticker", sa.Text, nullable=False),
     sa.Column("member_count", sa.BigInteger, nullable=False),
     sa.Column("ceo_id", ID),
     sa.Column("creator_id", ID),
@@ -74,9 +80,6 @@ corporations = sa.Table(
     sa.Column("tax_rate", sa.Float, nullable=False),
     sa.Column("url", sa.Text),
     sa.Column("war_eligible", sa.Boolean),
-    sa.Column("created_at", UTC_TIME, nullable=False),
-    sa.Column("updated_at", UTC_TIME, nullable=False),
-    sa.Column("closed_at", UTC_TIME),
     sa.Index("ix_corporations_alliance_id", "alliance_id"),
 )
 
@@ -102,25 +105,28 @@ membership_history = sa.Table(
     sa.Index("ix_alliance_membership_history_alliance", "alliance_id", "observed_at"),
 )
 
-alliance_snapshots = sa.Table(
+
+def _snapshot_table(name: str, entity: str, *figures: sa.Column) -> sa.Table:
+    """One row per entity and UTC date: its figures as a snapshot taken that day recorded them."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(f"{entity}_id", ID, primary_key=True, autoincrement=False),
+        sa.Column("snapshot_date", sa.Date, primary_key=True),
+        *figures,
+        sa.Column("created_at", UTC_TIME, nullable=False),
+        sa.Index(f"ix_{name}_date", "snapshot_date"),
+    )
+
+
+alliance_snapshots = _snapshot_table(
     "alliance_snapshots",
-    metadata,
-    sa.Column("alliance_id", ID, primary_key=True, autoincrement=False),
-    sa.Column("snapshot_date", sa.Date, primary_key=True),
+    "alliance",
     sa.Column("member_count", sa.BigInteger, nullable=False),
     sa.Column("corporation_count", sa.Integer, nullable=False),
-    sa.Column("created_at", UTC_TIME, nullable=False),
-    sa.Index("ix_alliance_snapshots_date", "snapshot_date"),
 )
-
-corporation_snapshots = sa.Table(
-    "corporation_snapshots",
-    metadata,
-    sa.Column("corporation_id", ID, primary_key=True, autoincrement=False),
-    sa.Column("snapshot_date", sa.Date, primary_key=True),
-    sa.Column("member_count", sa.BigInteger, nullable=False),
-    sa.Column("created_at", UTC_TIME, nullable=False),
-    sa.Index("ix_corporation_snapshots_date", "snapshot_date"),
+corporation_snapshots = _snapshot_table(
+    "corporation_snapshots", "corporation", sa.Column("member_count", sa.BigInteger, nullable=False)
 )
 
 refresh_ledger = sa.Table(

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pika
 import pika.exceptions
 
-from killreport_assets.settings import redact_url
+from killreport_assets.envvars import redact_url
 
 # Broker-side heartbeat (seconds) unless the URL sets one: dead peers are noticed in about a minute,
 # and every connection thread of this program runs its I/O loop far more often than that.

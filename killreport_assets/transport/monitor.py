@@ -14,13 +14,11 @@ from urllib.parse import quote
 
 import httpx
 import pika
-import sqlalchemy as sa
 from pika.adapters.blocking_connection import BlockingChannel
 
-from killreport_assets.jobs.model import JobKind
+from killreport_assets.registry import REGISTRY
 from killreport_assets.steps import describe
-from killreport_assets.storage import StepProgress, Storage
-from killreport_assets.storage import tables as t
+from killreport_assets.storage import Storage
 from killreport_assets.transport.amqp import close_quietly, parameters
 from killreport_assets.transport.topology import Lane, Topology
 
@@ -36,16 +34,6 @@ class LaneCounts:
     unacked: int | None  # None: the management API did not say
     retrying: int
     dead_lettered: int
-
-
-@dataclass(frozen=True)
-class StepReport:
-    step: str
-    progress: StepProgress
-    elapsed: float
-
-    def describe(self) -> str:
-        return describe(self.progress, self.elapsed)
 
 
 def lane_counts(
@@ -82,31 +70,21 @@ def lane_counts(
     ], problem
 
 
-def refresh_report(storage: Storage, refresh_id: str) -> list[StepReport]:
-    """Per-step progress of one refresh, for the steps it has reached."""
-    ledger = t.refresh_ledger
-    spans = storage.rows(
-        sa.select(ledger.c.step, sa.func.min(ledger.c.created_at), sa.func.max(ledger.c.updated_at))
-        .where(ledger.c.refresh_id == refresh_id)
-        .group_by(ledger.c.step)
+def refresh_report(storage: Storage, refresh_id: str) -> list[tuple[str, str]]:
+    """(step, done/total, rate and ETA) of one refresh, for the steps it has reached, in refresh order."""
+    order = list(REGISTRY.names)
+    spans = sorted(
+        storage.ledger.step_spans(refresh_id),
+        key=lambda span: order.index(span.step) if span.step in order else len(order),
     )
-    elapsed = {step: _seconds(first, last) for step, first, last in spans}
-    order = [kind.step for kind in JobKind]
     return [
-        StepReport(step, storage.progress(refresh_id, step), elapsed[step])
-        for step in sorted(elapsed, key=lambda s: order.index(s) if s in order else len(order))
+        (span.step, describe(storage.ledger.progress(refresh_id, span.step), span.seconds)) for span in spans
     ]
 
 
 def latest_nightly_refresh(storage: Storage) -> str | None:
     """The most recent refresh that is not enrichment (enrichment rows arrive around the clock)."""
-    ledger = t.refresh_ledger
-    return storage.scalar(
-        sa.select(ledger.c.refresh_id)
-        .where(~ledger.c.refresh_id.startswith(ENRICHMENT_REFRESH_PREFIX))
-        .order_by(ledger.c.created_at.desc())
-        .limit(1)
-    )
+    return storage.ledger.latest_refresh(excluding_prefix=ENRICHMENT_REFRESH_PREFIX)
 
 
 def enrichment_refresh_id(day: dt.date) -> str:
@@ -144,9 +122,3 @@ def _unacked(
             "unacked is unknown for new queues until the management API collects their statistics (5 s)",
         )
     return found, None
-
-
-def _seconds(first: dt.datetime | None, last: dt.datetime | None) -> float:
-    if first is None or last is None:
-        return 0.0
-    return max(0.0, (last - first).total_seconds())

@@ -23,12 +23,10 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from killreport_assets.jobs.model import Job
-from killreport_assets.settings import Settings, redact_url
-from killreport_assets.steps import StepError
-from killreport_assets.storage.cache import DatabaseCache
+from killreport_assets.envvars import redact_url
+from killreport_assets.jobs import Job
 from killreport_assets.transport.amqp import close_quietly, config_error, parameters
-from killreport_assets.transport.inline import TransportError
+from killreport_assets.transport.base import NoWorkerError, TransportError
 from killreport_assets.transport.publisher import PublishError, publish
 from killreport_assets.transport.topology import Lane, Topology
 
@@ -43,32 +41,18 @@ RECOVERY_GRACE = 60.0
 CHECK_INTERVAL = 2.0
 
 
-class NoWorkerError(TransportError, StepError):
-    """No worker consumes a queue the step needs: fail the asset without Dagster's retries."""
-
-
 class RabbitTransport:
-    def __init__(self, url: str, topology: Topology, cache: DatabaseCache | None = None) -> None:
+    def __init__(self, url: str, retry_delay: int) -> None:
         self._url = url
-        self._cache = cache
         self._params = parameters(url, "asset")
-        self._topology = topology
+        self._topology = Topology(retry_delay)
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._lanes: dict[str, Lane] = {}
         self._next_check = 0.0
         self._unhealthy_since: float | None = None
 
-    @classmethod
-    def from_settings(cls, settings: Settings, cache: DatabaseCache | None = None) -> RabbitTransport:
-        assert settings.rabbitmq_url is not None
-        return cls(settings.rabbitmq_url, Topology(settings.retry_delay), cache)
-
     def submit(self, jobs: Sequence[Job]) -> None:
-        # What this process fetched itself (the alliance list) is cached like the workers' answers;
-        # the embedded writer flushes it with the data, here nothing else would.
-        if self._cache is not None:
-            self._cache.flush()
         if not jobs:
             return
         by_lane: dict[Lane, list[Job]] = defaultdict(list)
@@ -175,12 +159,11 @@ _START_WORKER = (
 )
 
 
-def enqueue_enrichment(settings: Settings, jobs: Sequence[Job]) -> int:
+def enqueue_enrichment(url: str, retry_delay: int, jobs: Sequence[Job]) -> int:
     """Publish on-demand jobs to the enrichment queue (confirmed); returns its consumer count, so the
     caller can warn that nothing will happen before a worker starts. The jobs wait in the queue."""
-    assert settings.rabbitmq_url is not None
-    topology = Topology(settings.retry_delay)
-    params = parameters(settings.rabbitmq_url, "enqueue")
+    topology = Topology(retry_delay)
+    params = parameters(url, "enqueue")
     try:
         connection = pika.BlockingConnection(params)
         try:
@@ -191,10 +174,8 @@ def enqueue_enrichment(settings: Settings, jobs: Sequence[Job]) -> int:
             close_quietly(connection)
         publish(params, [(topology.enrichment.queue, job.encode()) for job in jobs])
     except (pika.exceptions.AMQPError, socket.gaierror, PublishError) as exc:
-        error = config_error(exc, settings.rabbitmq_url)
-        raise TransportError(
-            str(error or f"enqueueing on {redact_url(settings.rabbitmq_url)} failed: {exc}")
-        ) from exc
+        error = config_error(exc, url)
+        raise TransportError(str(error or f"enqueueing on {redact_url(url)} failed: {exc}")) from exc
     return consumers
 
 

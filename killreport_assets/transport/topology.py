@@ -3,7 +3,7 @@
 The asset (publisher), every worker and `killreport queues` declare through `Topology.declare`,
 because RabbitMQ refuses (406, channel closed) a redeclaration with different arguments.
 
-Each job kind has a lane, and so does enrichment:
+Each registered entity kind has a lane of its own name, and so does enrichment:
 
     killreport.<lane>                work queue: quorum, x-delivery-limit, dead-letters to ...
     killreport.<lane>.dead           ... this queue (garbage, crash loops): kept for an operator
@@ -23,12 +23,11 @@ from typing import Any
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from killreport_assets.jobs.model import JobKind
+from killreport_assets.registry import REGISTRY, EntityKind
 
 PREFIX = "killreport"
 DEAD_LETTER_EXCHANGE = f"{PREFIX}.dead-letter"
 ENRICHMENT = "enrichment"
-LANE_NAMES = (*(kind.value for kind in JobKind), ENRICHMENT)
 # Deliveries without an ack (crashed or disconnected workers) before RabbitMQ dead-letters a job.
 # The worker quarantines a job on its last allowed delivery (records it failed), so reaching the
 # limit needs a worker that cannot even write to the database. Broker restarts, SIGKILLed workers
@@ -43,6 +42,11 @@ DELIVERY_COUNT_HEADER = "x-delivery-count"
 
 # Dead-letter without losing messages on the way (RabbitMQ 3.10+ quorum queues; needs reject-publish).
 _SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def lane_names() -> tuple[str, ...]:
+    """Every lane: one per registered kind, then enrichment."""
+    return (*REGISTRY.names, ENRICHMENT)
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,12 @@ class Topology:
                 retry_queue=f"{PREFIX}.{name}.retry.{retry_delay_seconds}s",
                 dead_queue=f"{PREFIX}.{name}.dead",
             )
-            for name in LANE_NAMES
+            for name in lane_names()
         }
 
-    def lane_for(self, kind: JobKind) -> Lane:
+    def lane_for(self, kind: EntityKind) -> Lane:
         """The nightly lane of `kind` jobs."""
-        return self.lanes[kind.value]
+        return self.lanes[kind.name]
 
     @property
     def enrichment(self) -> Lane:

@@ -29,91 +29,38 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import queue
 import random
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import pika
 import pika.exceptions
-import sqlalchemy as sa
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from killreport_assets.envvars import redact_url
 from killreport_assets.esi import EsiClient
+from killreport_assets.jobs import Job, JobDecodeError, LedgerStatus, Outcome
 from killreport_assets.jobs.handlers import handle
-from killreport_assets.jobs.model import Job, JobDecodeError, LedgerStatus, Outcome
-from killreport_assets.settings import redact_url
-from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
-from killreport_assets.storage.cache import DatabaseCache
+from killreport_assets.storage import Storage, WriteCounts
 from killreport_assets.transport.amqp import close_quietly, config_error, parameters
-from killreport_assets.transport.publisher import PERSISTENT_JSON
-from killreport_assets.transport.topology import (
-    ATTEMPT_HEADER,
-    DELIVERY_COUNT_HEADER,
-    DELIVERY_LIMIT,
-    ESI_ATTEMPTS_HEADER,
-    Lane,
-    Topology,
+from killreport_assets.transport.deliveries import (
+    Action,
+    Delivery,
+    WorkerOptions,
+    WorkerStats,
+    is_transient,
 )
+from killreport_assets.transport.topology import DELIVERY_LIMIT, Lane, Topology
+from killreport_assets.transport.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 _BODY_EXCERPT = 500
-_REFRESH_ID_LENGTH = t.refresh_ledger.c.refresh_id.type.length
-_STOP = object()
-
-
-class Action(Enum):
-    ACK = "ack"
-    RETRY = "retry"  # republish to the retry queue, then ack
-    DEAD = "dead"  # nack without requeue: the dead-letter queue
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    lanes: Sequence[Lane]
-    concurrency: int
-    max_attempts: int
-    summary_interval: float = 30.0
-    drain_timeout: float = 30.0
-    max_batch: int = 200
-
-    @property
-    def bulk_threads(self) -> int:
-        return self.concurrency if any(not lane.enrichment for lane in self.lanes) else 0
-
-    @property
-    def enrichment_threads(self) -> int:
-        """Reserved for enrichment: all of them when it is the only lane, else a quarter (at least 1)."""
-        if not any(lane.enrichment for lane in self.lanes):
-            return 0
-        if not self.bulk_threads:
-            return self.concurrency
-        return max(1, self.concurrency // 4)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One received message and where it must be settled."""
-
-    generation: int
-    connection: BlockingConnection
-    channel: BlockingChannel
-    tag: int
-    lane: Lane
-    body: bytes
-    attempt: int  # queue-level attempt, from 1
-    esi_attempts: int  # ESI requests made by the earlier attempts
-    redeliveries: int  # earlier deliveries of this very message that were never settled
 
 
 class Worker:
@@ -122,7 +69,6 @@ class Worker:
         url: str,
         topology: Topology,
         storage: Storage,
-        cache: DatabaseCache,
         client: EsiClient,
         options: WorkerOptions,
     ) -> None:
@@ -140,12 +86,14 @@ class Worker:
         self._consumer_tags: list[str] = []
         self._cancelled_by_broker = False
         self._connected_once = False
-        self._stats = _Stats()
+        self._stats = WorkerStats()
         self._pools = {
             False: ThreadPoolExecutor(max(1, options.bulk_threads), thread_name_prefix="job"),
             True: ThreadPoolExecutor(max(1, options.enrichment_threads), thread_name_prefix="enrichment-job"),
         }
-        self._writer = _Writer(storage, cache, options.max_batch, self._written, self._not_written)
+        self._writer: BatchWriter[Delivery] = BatchWriter(
+            storage, written=self._written, not_written=self._not_written, max_batch=options.max_batch
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -265,20 +213,9 @@ class Worker:
         body: bytes,
     ) -> None:
         self._in_flight += 1
-        headers = props.headers or {}
-        delivery = Delivery(
-            generation=generation,
-            connection=connection,
-            channel=channel,
-            tag=method.delivery_tag,
-            lane=lane,
-            body=body,
-            attempt=_int_header(headers, ATTEMPT_HEADER, 1),
-            esi_attempts=_int_header(headers, ESI_ATTEMPTS_HEADER, 0),
-            redeliveries=_int_header(headers, DELIVERY_COUNT_HEADER, 0),
-        )
+        delivery = Delivery.received(generation, connection, channel, method.delivery_tag, lane, props, body)
         try:
-            job = _decode(body)
+            job = Job.decode(body)
         except JobDecodeError as exc:
             log.error(
                 "dead-lettering a message from %s to %s: %s; body: %r",
@@ -319,7 +256,7 @@ class Worker:
         started = time.monotonic()
         try:
             outcome = handle(job, self._client)
-            transient = _transient(outcome)
+            transient = is_transient(outcome)
         except Exception as exc:  # a bug or the database (the HTTP cache): retried like an ESI outage
             log.exception("%s %d failed unexpectedly", job.kind, job.entity_id)
             outcome = Outcome(
@@ -350,7 +287,7 @@ class Worker:
 
     # -- the writer's results (writer thread) --------------------------------------------------------
 
-    def _written(self, batch: Sequence[tuple[Outcome, Delivery]]) -> None:
+    def _written(self, batch: Sequence[tuple[Outcome, Delivery]], _counts: WriteCounts) -> None:
         for outcome, delivery in batch:
             self._stats.add(outcome.status.value)
             self._settle(delivery, Action.ACK)
@@ -393,163 +330,9 @@ class Worker:
         elif action is Action.DEAD:
             delivery.channel.basic_nack(delivery.tag, requeue=False)
         else:
-            self._republish(delivery, esi_attempts)
-
-    def _republish(self, delivery: Delivery, esi_attempts: int) -> None:
-        """Copy to the retry queue (confirmed), then ack; if the broker refuses the copy, requeue."""
-        assert self._retry_channel is not None
-        headers = {ATTEMPT_HEADER: delivery.attempt + 1, ESI_ATTEMPTS_HEADER: esi_attempts}
-        try:
-            self._retry_channel.basic_publish(
-                "",
-                delivery.lane.retry_queue,
-                delivery.body,
-                _with_headers(headers),
-                mandatory=True,
-            )
-        except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
-            log.warning("cannot schedule a retry on %s (%r); requeueing", delivery.lane.retry_queue, exc)
-            delivery.channel.basic_nack(delivery.tag, requeue=True)
-            return
-        delivery.channel.basic_ack(delivery.tag)
+            assert self._retry_channel is not None
+            delivery.retry_later(self._retry_channel, esi_attempts)
 
 
 class _Resubscribe(Exception):
     """The broker cancelled a consumer: reconnect to subscribe again."""
-
-
-Written = Callable[[Sequence[tuple[Outcome, Delivery]]], None]
-NotWritten = Callable[[Outcome, Delivery, BaseException], None]
-
-
-class _Writer:
-    """Applies outcomes on one thread, in batches of whatever arrived while the previous batch was
-    being written: batches grow with load, and a lone outcome is written (and acked) at once, which
-    matters because prefetch caps how many messages wait for their ack."""
-
-    def __init__(
-        self,
-        storage: Storage,
-        cache: DatabaseCache,
-        max_batch: int,
-        written: Written,
-        not_written: NotWritten,
-    ) -> None:
-        self._storage = storage
-        self._cache = cache
-        self._max_batch = max_batch
-        self._written = written
-        self._not_written = not_written
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="writer", daemon=True)
-        self._thread.start()
-
-    def put(self, outcome: Outcome, delivery: Delivery) -> None:
-        self._queue.put((outcome, delivery))
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            batch = []
-            while item is not _STOP:
-                batch.append(item)
-                if len(batch) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(batch)
-            if item is _STOP:
-                return
-
-    def _write(self, batch: list[tuple[Outcome, Delivery]]) -> None:
-        try:
-            self._storage.apply([outcome for outcome, _ in batch], flush=self._cache.flush)
-        except Exception as exc:
-            if len(batch) > 1 and not _is_disconnect(exc):
-                log.warning("writing %d outcomes failed (%s); writing them one by one", len(batch), exc)
-                for item in batch:
-                    self._write([item])
-                return
-            log.error("writing %d outcome(s) failed: %s", len(batch), exc)
-            for outcome, delivery in batch:
-                self._not_written(outcome, delivery, exc)
-            return
-        self._written(batch)
-
-
-class _Stats:
-    """Counts for the periodic INFO summary; updated from every thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._since = time.monotonic()
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
-
-    def maybe_log(self, interval: float, in_flight: int) -> None:
-        now = time.monotonic()
-        if now - self._since < interval:
-            return
-        with self._lock:
-            counts, self._counts = self._counts, Counter()
-        elapsed, self._since = now - self._since, now
-        jobs = sum(n for name, n in counts.items() if name in _FINISHED)
-        if not counts and not in_flight:
-            return
-        detail = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
-        log.info(
-            "%d job(s) finished in %.0f s (%.1f/s)%s; %d in flight",
-            jobs,
-            elapsed,
-            jobs / elapsed if elapsed else 0.0,
-            f": {detail}" if detail else "",
-            in_flight,
-        )
-
-
-_FINISHED = frozenset(status.value for status in LedgerStatus.finished())
-
-
-def _transient(outcome: Outcome) -> bool:
-    """Whether a FAILED outcome may succeed later: ESI unavailable (5xx, timeouts, no connection,
-    throttled) as opposed to a 400 or an invalid body, which fail the same way every time."""
-    if outcome.status is not LedgerStatus.FAILED:
-        return False
-    status = outcome.http_status
-    return status is None or status >= 500 or status in (420, 429)
-
-
-def _decode(body: bytes) -> Job:
-    job = Job.decode(body)
-    if len(job.refresh_id) > _REFRESH_ID_LENGTH:
-        raise JobDecodeError(
-            f"undecodable job message: refresh_id longer than {_REFRESH_ID_LENGTH} characters"
-        )
-    return job
-
-
-def _int_header(headers: dict[str, Any], name: str, default: int) -> int:
-    value = headers.get(name, default)
-    return value if isinstance(value, int) and value >= 0 else default
-
-
-def _with_headers(headers: dict[str, Any]) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        delivery_mode=PERSISTENT_JSON.delivery_mode,
-        content_type=PERSISTENT_JSON.content_type,
-        headers=headers,
-    )
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)

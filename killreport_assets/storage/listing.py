@@ -1,0 +1,42 @@
+"""Kinds whose universe ESI lists (alliances): what is listed is open, what is not is closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from killreport_assets.esi.cache import CacheEntry
+from killreport_assets.storage.cache import EsiCache
+from killreport_assets.storage.entities import EntityTable
+from killreport_assets.storage.sql import utcnow
+
+
+class Listing:
+    def __init__(self, engine: sa.Engine, cache: EsiCache) -> None:
+        self._engine = engine
+        self._cache = cache
+
+    def sync(
+        self, store: EntityTable, listed: Iterable[int], response: tuple[str, CacheEntry] | None = None
+    ) -> tuple[int, int]:
+        """Close the rows ESI stopped listing and reopen those listed again, and keep the list's
+        response, in one transaction. Returns (closed, reopened). Reopened rows are refreshed by their
+        detail job anyway; reopening here keeps the table right even when that job fails."""
+        listed_set, table, now = set(listed), store.table, utcnow()
+        with self._engine.begin() as conn:
+            rows = conn.execute(sa.select(table.c.id, table.c.closed_at)).all()
+            to_close = [r.id for r in rows if r.id not in listed_set and r.closed_at is None]
+            to_open = [r.id for r in rows if r.id in listed_set and r.closed_at is not None]
+            closed = store.close(conn, to_close, now)
+            store.reopen(conn, to_open, now)
+            if response is not None:
+                self._cache.write(conn, [response], now)
+        return closed, len(to_open)
+
+    def open_ids(self, store: EntityTable) -> list[int]:
+        table = store.table
+        with self._engine.connect() as conn:
+            return list(
+                conn.scalars(sa.select(table.c.id).where(table.c.closed_at.is_(None)).order_by(table.c.id))
+            )

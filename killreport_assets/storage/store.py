@@ -1,0 +1,42 @@
+"""`Storage`: the application database, one object per concern.
+
+Thread-safe: every method takes its own connection from the engine's pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from killreport_assets.storage import unit
+from killreport_assets.storage.cache import EsiCache
+from killreport_assets.storage.database import create_engine
+from killreport_assets.storage.ledger import Ledger
+from killreport_assets.storage.listing import Listing
+from killreport_assets.storage.memberships import Memberships
+from killreport_assets.storage.reports import Reports
+from killreport_assets.storage.snapshots import Snapshots
+from killreport_assets.storage.unit import Finished, WriteCounts
+
+
+class Storage:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.ledger = Ledger(engine)
+        self.cache = EsiCache(engine)
+        self.listing = Listing(engine, self.cache)
+        self.memberships = Memberships(engine)
+        self.snapshots = Snapshots(engine)
+        self.reports = Reports(engine)
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 10) -> Storage:
+        return cls(create_engine(url, pool_size=pool_size))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def apply(self, batch: Sequence[Finished]) -> WriteCounts:
+        """Write a batch of finished jobs (data, ledger rows, ESI responses) in one transaction."""
+        return unit.apply(self.engine, self.ledger, self.cache, batch)
