@@ -86,6 +86,13 @@ def fraction(raw: str) -> float:
     return value
 
 
+def share(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("expected a share between 0 and 1, e.g. 0.05 for 5% (1 allows everything)")
+    return value
+
+
 def hour(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 23:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 from killreport_assets.esi import wire
 from killreport_assets.esi.client import ALLIANCE_CORPORATIONS_ROUTE, ALLIANCE_ROUTE, CORPORATION_ROUTE
@@ -20,13 +21,20 @@ from killreport_assets.esi.models import EsiModel
 from killreport_assets.storage import AllianceMembers, EntityTable, Store
 
 
+class Gone(StrEnum):
+    """What ESI's 404 means for a kind."""
+
+    CLOSED = "closed"  # the entity no longer exists: its store closes the row
+    RETRY = "retry"  # ESI documents no 404 here: a stray one; keep what is stored and try again
+
+
 @dataclass(frozen=True)
 class EntityKind:
     name: str  # job kind, ledger step, asset name and lane
     route: str  # ESI route with one {placeholder} for the entity id
     parse: Callable[[bytes, int], EsiModel]  # wire body and id → model (pydantic ValidationError if invalid)
-    store: Store  # where its data goes; the store also decides what ESI's 404 ("gone") means
-    gone: str  # what ESI's 404 means for this kind, in words (logs, docs)
+    store: Store  # where its data goes (and how it closes a row when `gone` is CLOSED)
+    gone: Gone  # what ESI's 404 means for this kind
     timeout_minutes: float  # default of its step timeout
     aliases: tuple[str, ...] = ()  # other names `killreport enqueue` and job messages accept
 
@@ -42,8 +50,8 @@ ALLIANCES = EntityKind(
     name="alliances",
     route=ALLIANCE_ROUTE,
     parse=wire.parse_alliance,
-    store=EntityTable("alliances", clear_when_gone=("executor_corporation_id",)),
-    gone="the alliance is closed (`closed_at` set)",
+    store=EntityTable("alliances", clear_when_gone=("executor_corporation_id",), closed_by_listing=True),
+    gone=Gone.CLOSED,
     timeout_minutes=30,
     aliases=("alliance",),
 )
@@ -52,7 +60,7 @@ ALLIANCE_CORPORATIONS = EntityKind(
     route=ALLIANCE_CORPORATIONS_ROUTE,
     parse=wire.parse_alliance_members,
     store=AllianceMembers(),
-    gone="the alliance has no members",
+    gone=Gone.RETRY,  # a listed alliance's member list: a 404 is not "no members"
     timeout_minutes=60,
 )
 CORPORATIONS = EntityKind(
@@ -75,7 +83,7 @@ CORPORATIONS = EntityKind(
         ),
         clear_when_gone=("alliance_id",),  # and so it is not refreshed as a leaver every night
     ),
-    gone="the corporation is closed (`closed_at` set, `alliance_id` cleared)",
+    gone=Gone.CLOSED,
     timeout_minutes=90,
     aliases=("corporation",),
 )

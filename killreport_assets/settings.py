@@ -25,6 +25,7 @@ from killreport_assets.envvars import (
     non_empty,
     non_negative_int,
     positive,
+    share,
     webhook_url,
 )
 from killreport_assets.esi.config import EsiConfig
@@ -100,6 +101,8 @@ class RefreshSettings:
     stall_timeout: float = 10 * 60
     progress_interval: float = 30.0
     failure_threshold: float = 0.01
+    max_close_share: float = 0.05
+    revalidate_days: int = 7
     embedded_workers: int = 20
 
     def step_timeout(self, kind: EntityKind) -> float:
@@ -120,6 +123,8 @@ class RefreshSettings:
                 "KILLREPORT_PROGRESS_INTERVAL_SECONDS", positive(float), cls.progress_interval
             ),
             failure_threshold=reader.get("KILLREPORT_FAILURE_THRESHOLD", fraction, cls.failure_threshold),
+            max_close_share=reader.get("KILLREPORT_MAX_CLOSE_SHARE", share, cls.max_close_share),
+            revalidate_days=reader.get("KILLREPORT_REVALIDATE_DAYS", positive(int), cls.revalidate_days),
             embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", positive(int), cls.embedded_workers),
         )
 

@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from killreport_assets.assets.refresh import Refresh, esi_step
 from killreport_assets.checks import failed_entities_check
 from killreport_assets.esi.models import EsiModel
-from killreport_assets.registry import REGISTRY, EntityKind
+from killreport_assets.registry import REGISTRY, EntityKind, Gone
 from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import EntityTable, Storage
@@ -58,7 +58,7 @@ FACTIONS = EntityKind(
     route="/factions/{faction_id}",
     parse=parse_faction,
     store=EntityTable(FACTION_TABLE),
-    gone="the faction is closed",
+    gone=Gone.CLOSED,
     timeout_minutes=5,
 )
 # The kind's universe: ESI knows these; the last listed id answers 404.

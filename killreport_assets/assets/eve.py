@@ -11,6 +11,7 @@ import dagster as dg
 from killreport_assets.assets.refresh import Refresh, esi_step
 from killreport_assets.assets.reporting import sample
 from killreport_assets.registry import ALLIANCE_CORPORATIONS, ALLIANCES, CORPORATIONS
+from killreport_assets.storage import ListingShrank
 
 
 def _now() -> dt.datetime:
@@ -30,7 +31,13 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
             description="ESI listed no alliances: refusing to close every alliance", allow_retries=True
         )
     response = None if listing.entry is None else (listing.url, listing.entry)
-    closed, reopened = refresh.storage.listing.sync(ALLIANCES.store, listed, response)
+    max_close_share = refresh.transport.refresh_settings().max_close_share
+    try:
+        closed, reopened = refresh.storage.listing.sync(
+            ALLIANCES.store, listed, response, max_close_share=max_close_share
+        )
+    except ListingShrank as exc:
+        raise dg.Failure(description=str(exc), allow_retries=True) from exc
     context.log.info("alliances: ESI lists %d; %d newly closed, %d reopened", len(listed), closed, reopened)
     outcome = refresh.run(context, ALLIANCES, listed)
     metadata = refresh.metadata(
@@ -69,23 +76,31 @@ def alliance_corporations(context: dg.AssetExecutionContext, refresh: Refresh) -
     CORPORATIONS,
     deps=[alliance_corporations],
     description=(
-        "Every member corporation, plus every corporation whose stored alliance no longer lists it "
-        "(leavers); 404 sets `closed_at`."
+        "Every member corporation, every corporation whose stored alliance no longer lists it "
+        "(leavers), and a share of those in no alliance so each is confirmed at least every "
+        "KILLREPORT_REVALIDATE_DAYS days; 404 sets `closed_at`."
     ),
 )
 def corporations(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.MaterializeResult:
     started = _now()
-    members, leavers = refresh.storage.memberships.corporation_ids_to_refresh()
-    context.log.info("corporations: %d members and %d leavers to refresh", len(members), len(leavers))
-    outcome = refresh.run(context, CORPORATIONS, members + leavers)
+    days = refresh.transport.refresh_settings().revalidate_days
+    chosen = refresh.storage.memberships.corporations_to_refresh(days)
+    context.log.info(
+        "corporations: %d members, %d leavers, and %d of the %d in no alliance (each confirmed every %d days)",
+        len(chosen.members),
+        len(chosen.leavers),
+        len(chosen.revalidated),
+        chosen.unaffiliated,
+        days,
+    )
+    outcome = refresh.run(context, CORPORATIONS, chosen.ids)
     metadata = refresh.metadata(
         outcome,
         **refresh.storage.reports.table_changes(CORPORATIONS.name, started),
-        members=len(members),
-        leavers=len(leavers),
-        **{
-            "dagster/row_count": len(members) + len(leavers),
-            "sample": sample(refresh.storage, CORPORATIONS.name),
-        },
+        members=len(chosen.members),
+        leavers=len(chosen.leavers),
+        revalidated=len(chosen.revalidated),
+        unaffiliated=chosen.unaffiliated,
+        **{"dagster/row_count": len(chosen.ids), "sample": sample(refresh.storage, CORPORATIONS.name)},
     )
     return dg.MaterializeResult(metadata=metadata)

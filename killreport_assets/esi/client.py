@@ -104,7 +104,7 @@ class EsiClient:
         return self._get(route, entity_id, lambda body: parse(body, entity_id))
 
     def alliance_ids(self) -> EsiResult[list[int]]:
-        return self._get(ALLIANCES_ROUTE, None, wire.parse_id_list)
+        return self._get(ALLIANCES_ROUTE, None, wire.parse_listed_ids)
 
     def alliance(self, alliance_id: int) -> EsiResult[Alliance]:
         return self._get(ALLIANCE_ROUTE, alliance_id, lambda body: wire.parse_alliance(body, alliance_id))

@@ -7,11 +7,14 @@ field); the client turns that into `EsiResponseInvalid`. Validation is strict so
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from .models import Alliance, AllianceHistoryEntry, AllianceMembers, Corporation, UniverseName
+from .models import INT64_MAX, Alliance, AllianceHistoryEntry, AllianceMembers, Corporation, UniverseName
+
+logger = logging.getLogger("killreport_assets.esi")
 
 # Both corporation shapes give the same fraction after rounding away float32 noise
 # (legacy 0.10000000149011612 and new 10.0 % both become 0.1).
@@ -70,6 +73,20 @@ _NAMES = TypeAdapter(list[UniverseName])
 
 def parse_id_list(body: bytes) -> list[int]:
     return _ID_LIST.validate_json(body, strict=True)
+
+
+def parse_listed_ids(body: bytes) -> list[int]:
+    """A list of every entity of a kind (`/alliances/`): entries that cannot be IDs are left out
+    (logged), so one bad entry does not stop the whole kind."""
+    ids = parse_id_list(body)
+    valid = [i for i in ids if 0 < i <= INT64_MAX]
+    if len(valid) < len(ids):
+        logger.warning(
+            "ESI listed %d entries that are not IDs; left out: %s",
+            len(ids) - len(valid),
+            sorted(set(ids) - set(valid))[:10],
+        )
+    return valid
 
 
 def parse_alliance_members(body: bytes, alliance_id: int) -> AllianceMembers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from killreport_assets.esi import Answer, EsiClient, EsiError, EsiUnavailable
 from killreport_assets.jobs.model import Job, LedgerStatus, Outcome
+from killreport_assets.registry import Gone
 
 _STATUS = {
     Answer.FETCHED: LedgerStatus.DONE,
@@ -31,6 +32,15 @@ def handle(job: Job, client: EsiClient) -> Outcome:
             http_status=exc.status,
             attempts=exc.attempts if isinstance(exc, EsiUnavailable) else 1,
             error=str(exc)[:2000],
+        )
+    if result.answer is Answer.GONE and job.kind.gone is Gone.RETRY:
+        return Outcome(
+            job=job,
+            status=LedgerStatus.FAILED,
+            http_status=result.status,
+            attempts=result.attempts,
+            error=f"ESI answered 404 for {job.kind} {job.entity_id}, where it documents none: kept what is "
+            "stored; tried again later",
         )
     return Outcome(
         job=job,

@@ -21,6 +21,7 @@ from killreport_assets.storage.ledger import (
     StepProgress,
     StepSpan,
 )
+from killreport_assets.storage.listing import ListingShrank
 from killreport_assets.storage.memberships import AllianceMembers
 from killreport_assets.storage.store import Storage
 from killreport_assets.storage.unit import Finished, Store, WriteCounts
@@ -33,6 +34,7 @@ __all__ = [
     "Finished",
     "LedgerEntry",
     "LedgerStatus",
+    "ListingShrank",
     "StepProgress",
     "StepSpan",
     "Storage",

@@ -19,8 +19,8 @@ from killreport_assets.storage import tables
 from killreport_assets.storage.sql import chunks, insert
 from killreport_assets.storage.unit import Finished, WriteCounts
 
-# Columns storage itself maintains: never taken from an ESI model.
-_BOOKKEEPING = frozenset({"id", "created_at", "updated_at", "closed_at"})
+# Columns storage itself maintains: never taken from an ESI model, never compared.
+_BOOKKEEPING = frozenset({"id", "created_at", "updated_at", "closed_at", "confirmed_at"})
 
 
 class EntityTable:
@@ -29,7 +29,9 @@ class EntityTable:
     `table` is a name in the application schema, or a `Table` of its own (an extension's). ESI's 404
     ("gone") sets `closed_at` and clears `clear_when_gone`; a model whose `closed` is true closes the
     row as well. `keep_if_absent` columns keep their stored value when an answer omits them (ESI has
-    shapes that leave out fields the entity still has).
+    shapes that leave out fields the entity still has). With `closed_by_listing`, only the kind's
+    listing (`Listing.sync`) reopens a closed row: a detail fetched for an entity ESI no longer lists
+    (`killreport enqueue`) does not.
     """
 
     def __init__(
@@ -38,10 +40,12 @@ class EntityTable:
         *,
         keep_if_absent: frozenset[str] = frozenset(),
         clear_when_gone: tuple[str, ...] = (),
+        closed_by_listing: bool = False,
     ) -> None:
         self._table = table
         self.keep_if_absent = keep_if_absent
         self.clear_when_gone = clear_when_gone
+        self.closed_by_listing = closed_by_listing
 
     @cached_property
     def table(self) -> sa.Table:
@@ -52,13 +56,15 @@ class EntityTable:
         return self.table.name
 
     def write(self, conn: sa.Connection, batch: Sequence[Finished], now: dt.datetime) -> WriteCounts:
-        rows, gone = [], []
+        rows, gone, answered = [], [], set()
         for item in batch:
             if item.gone:
                 gone.append(item.entry.entity_id)
             elif item.value is not None:
                 rows.append(self._row(item.entry.entity_id, item.value, now))
-        counts = self._sync(conn, rows, now)
+                if item.entry.http_status is not None:  # ESI answered (200 or 304), not the cache
+                    answered.add(item.entry.entity_id)
+        counts = self._sync(conn, rows, answered, now)
         counts["closed"] += self.close(conn, gone, now)
         return counts
 
@@ -86,11 +92,13 @@ class EntityTable:
             if c.name in model_fields and c.name not in _BOOKKEEPING
         }
         row["id"] = entity_id
-        if "closed_at" in self.table.c:
+        if "closed_at" in self.table.c and not self.closed_by_listing:
             row["closed_at"] = now if getattr(value, "closed", False) else None
         return row
 
-    def _sync(self, conn: sa.Connection, rows: list[dict[str, Any]], now: dt.datetime) -> WriteCounts:
+    def _sync(
+        self, conn: sa.Connection, rows: list[dict[str, Any]], answered: set[int], now: dt.datetime
+    ) -> WriteCounts:
         counts = WriteCounts()
         if not rows:
             return counts
@@ -117,8 +125,18 @@ class EntityTable:
                 continue
             changed.append({"id": row["id"], **merged, "created_at": old.created_at, "updated_at": now})
             counts["updated"] += 1
+        stamps = ["updated_at"]
+        if "confirmed_at" in table.c:  # when ESI last answered for the row, changed or not
+            stamps.append("confirmed_at")
+            for row in changed:
+                old = existing.get(row["id"])
+                row["confirmed_at"] = now if row["id"] in answered or old is None else old.confirmed_at
+            written = {row["id"] for row in changed}
+            confirmed = sorted(answered - written)
+            for chunk in chunks(confirmed):
+                conn.execute(table.update().where(table.c.id.in_(chunk)).values(confirmed_at=now))
         if changed:
             stmt = insert(conn, table)
-            set_ = {c: stmt.excluded[c] for c in [*columns, "updated_at"]}  # created_at is never overwritten
+            set_ = {c: stmt.excluded[c] for c in [*columns, *stamps]}  # created_at is never overwritten
             conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_), changed)
         return counts

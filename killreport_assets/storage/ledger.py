@@ -33,6 +33,9 @@ class LedgerStatus(StrEnum):
         return (cls.DONE, cls.UNCHANGED, cls.GONE, cls.FAILED)
 
 
+_GOOD = (LedgerStatus.DONE, LedgerStatus.UNCHANGED, LedgerStatus.GONE)
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """What happened to one entity in one step of one refresh."""
@@ -120,10 +123,18 @@ class Ledger:
         ]
         stmt = insert(conn, _ledger)
         changed = ("status", "attempts", "http_status", "last_error", "updated_at")
+        # A row that finished well stays so within its refresh: a late duplicate delivery that
+        # failed (or a retried step's pending row) never turns "done" into something worse.
+        # (Plain comparisons: an IN list cannot be expanded in an executemany.)
+        replaceable = sa.or_(
+            *(_ledger.c.status == sa.literal(s.value) for s in (LedgerStatus.PENDING, LedgerStatus.FAILED)),
+            *(stmt.excluded.status == sa.literal(s.value) for s in _GOOD),
+        )
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["refresh_id", "step", "entity_id"],
                 set_={column: stmt.excluded[column] for column in changed},
+                where=replaceable,
             ),
             rows,
         )

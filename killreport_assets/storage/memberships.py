@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -21,8 +23,23 @@ _corporations = tables.corporations
 Pair = tuple[int, int]  # (alliance id, corporation id)
 
 
+@dataclass(frozen=True)
+class CorporationSelection:
+    """The corporations one night refreshes, by why."""
+
+    members: list[int]
+    leavers: list[int]
+    revalidated: list[int]  # in no alliance: this night's share of the periodic revalidation
+    unaffiliated: int  # open corporations in no alliance, known to us
+
+    @property
+    def ids(self) -> list[int]:
+        return [*self.members, *self.leavers, *self.revalidated]
+
+
 class AllianceMembers:
-    """A `Store` for member lists: values carry `corporation_ids`; a 404 (gone) means no members."""
+    """A `Store` for member lists: values carry `corporation_ids`. A closed alliance's members are
+    dropped by `Memberships.drop_memberships_of_closed_alliances`, never because of one answer."""
 
     name = _members.name
 
@@ -31,15 +48,13 @@ class AllianceMembers:
         refresh_of: dict[int, str] = {}
         for item in batch:
             alliance_id = item.entry.entity_id
-            if item.gone:
-                lists[alliance_id] = set()
-            elif item.value is not None:
-                lists[alliance_id] = set(item.value.corporation_ids)  # type: ignore[attr-defined]
-            else:
+            if item.value is None:
                 continue
+            lists[alliance_id] = set(item.value.corporation_ids)  # type: ignore[attr-defined]
             refresh_of[alliance_id] = item.entry.refresh_id
         if not lists:
             return WriteCounts()
+        _lock_lists(conn, lists)
         current = _current(conn, lists)
         joins = [(a, c) for a, corporations in lists.items() for c in corporations - current.get(a, set())]
         leaves = [(a, c) for a, corporations in current.items() for c in corporations - lists[a]]
@@ -64,20 +79,37 @@ class Memberships:
             _record(conn, [], leaves, lambda _: refresh_id, utcnow())
         return len(leaves)
 
-    def corporation_ids_to_refresh(self) -> tuple[list[int], list[int]]:
-        """(member corporations, leavers): every listed member, plus every open corporation whose
-        stored `alliance_id` is no longer backed by a membership row."""
+    def corporations_to_refresh(self, revalidate_days: int) -> CorporationSelection:
+        """Every listed member; every open corporation whose stored `alliance_id` is no longer backed
+        by a membership (leavers); and the night's share of the other open corporations (in no
+        alliance), so that each is confirmed by ESI at least every `revalidate_days` days: the
+        longest unconfirmed first, 1/`revalidate_days` of them a night, plus any already due."""
         backed = sa.exists().where(
             _members.c.alliance_id == _corporations.c.alliance_id,
             _members.c.corporation_id == _corporations.c.id,
         )
-        leavers_query = sa.select(_corporations.c.id).where(
-            _corporations.c.alliance_id.is_not(None), _corporations.c.closed_at.is_(None), ~backed
-        )
+        open_corporations = sa.select(
+            _corporations.c.id,
+            _corporations.c.alliance_id,
+            _corporations.c.confirmed_at,
+            backed.label("backed"),
+        ).where(_corporations.c.closed_at.is_(None))
         with self._engine.connect() as conn:
             members = set(conn.scalars(sa.select(_members.c.corporation_id).distinct()))
-            leavers = set(conn.scalars(leavers_query))
-        return sorted(members), sorted(leavers - members)
+            rows = conn.execute(open_corporations).all()
+        leavers = {r.id for r in rows if r.alliance_id is not None and not r.backed} - members
+        unaffiliated = sorted(
+            (r for r in rows if r.id not in members and r.id not in leavers),
+            key=lambda r: (r.confirmed_at is not None, r.confirmed_at or dt.datetime.min, r.id),
+        )
+        due_before = utcnow() - dt.timedelta(days=revalidate_days - 1)
+        share = math.ceil(len(unaffiliated) / revalidate_days)
+        revalidated = [
+            r.id
+            for i, r in enumerate(unaffiliated)
+            if i < share or r.confirmed_at is None or r.confirmed_at < due_before
+        ]
+        return CorporationSelection(sorted(members), sorted(leavers), sorted(revalidated), len(unaffiliated))
 
     def events(self, refresh_id: str) -> dict[str, int]:
         """Joins and leaves one refresh recorded, by event."""
@@ -103,6 +135,29 @@ class Memberships:
         )
         with self._engine.connect() as conn:
             return list(conn.scalars(query))
+
+
+# Namespace of the per-alliance advisory locks (the migration lock uses the one-key form).
+_LOCK_NAMESPACE = 0x6D656D62  # "memb"
+
+
+def _lock_lists(conn: sa.Connection, alliance_ids: Iterable[int]) -> None:
+    """Serialise writers of one alliance's list until this transaction ends, so that two deliveries
+    of the same list (a redelivery, enrichment racing the nightly job) cannot both read the old list
+    and both record the same joins. In id order, so writers never deadlock. SQLite has one writer."""
+    if conn.dialect.name != "postgresql":
+        return
+    for alliance_id in sorted(alliance_ids):
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+            {"namespace": _LOCK_NAMESPACE, "key": alliance_lock_key(alliance_id)},
+        )
+
+
+def alliance_lock_key(alliance_id: int) -> int:
+    """The second half of an alliance's lock: a 32-bit key (a rare shared key only serialises two
+    alliances' writers)."""
+    return alliance_id % 2_147_483_647
 
 
 def _current(conn: sa.Connection, alliance_ids: Iterable[int]) -> dict[int, set[int]]:

@@ -87,11 +87,13 @@ class Snapshots:
         return count
 
     def write_corporation_snapshot(self, day: dt.date) -> int:
-        """Replace `day`'s corporation snapshot: one row per corporation that is not closed."""
+        """Replace `day`'s corporation snapshot: one row per corporation that is not closed, with the
+        member count ESI last confirmed and when (`confirmed_at`)."""
         rows = sa.select(
             _corporations.c.id,
             sa.literal(day, sa.Date),
             _corporations.c.member_count,
+            _corporations.c.confirmed_at,
             sa.literal(utcnow(), tables.UTC_TIME),
         ).where(_corporations.c.closed_at.is_(None))
         with self._engine.begin() as conn:
@@ -99,7 +101,7 @@ class Snapshots:
                 conn,
                 _corporation_snapshots,
                 day,
-                ["corporation_id", "snapshot_date", "member_count", "created_at"],
+                ["corporation_id", "snapshot_date", "member_count", "confirmed_at", "created_at"],
                 rows,
             )
 

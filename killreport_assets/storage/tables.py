@@ -80,7 +80,9 @@ corporations = _entity_table(
     sa.Column("tax_rate", sa.Float, nullable=False),
     sa.Column("url", sa.Text),
     sa.Column("war_eligible", sa.Boolean),
+    sa.Column("confirmed_at", UTC_TIME),  # when ESI last confirmed the row (200, 304, or fresh in cache)
     sa.Index("ix_corporations_alliance_id", "alliance_id"),
+    sa.Index("ix_corporations_confirmed_at", "confirmed_at"),
 )
 
 alliance_corporations = sa.Table(
@@ -126,7 +128,10 @@ alliance_snapshots = _snapshot_table(
     sa.Column("corporation_count", sa.Integer, nullable=False),
 )
 corporation_snapshots = _snapshot_table(
-    "corporation_snapshots", "corporation", sa.Column("member_count", sa.BigInteger, nullable=False)
+    "corporation_snapshots",
+    "corporation",
+    sa.Column("member_count", sa.BigInteger, nullable=False),
+    sa.Column("confirmed_at", UTC_TIME),  # when ESI confirmed that member count
 )
 
 refresh_ledger = sa.Table(

@@ -17,6 +17,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from killreport_assets.jobs import LedgerStatus, Outcome
+from killreport_assets.registry import Gone
 from killreport_assets.transport.publisher import PERSISTENT_JSON
 from killreport_assets.transport.topology import (
     ATTEMPT_HEADER,
@@ -151,11 +152,13 @@ _FINISHED = frozenset(status.value for status in LedgerStatus.finished())
 
 def is_transient(outcome: Outcome) -> bool:
     """Whether a FAILED outcome may succeed later: ESI unavailable (5xx, timeouts, no connection,
-    throttled) as opposed to a 400 or an invalid body, which fail the same way every time."""
+    throttled) or a stray 404 where its kind has none, as opposed to a 400 or an invalid body, which
+    fail the same way every time."""
     if outcome.status is not LedgerStatus.FAILED:
         return False
     status = outcome.http_status
-    return status is None or status >= 500 or status in (420, 429)
+    stray_404 = status == 404 and outcome.job.kind.gone is Gone.RETRY
+    return status is None or status >= 500 or status in (420, 429) or stray_404
 
 
 def _int_header(headers: dict[str, Any], name: str, default: int) -> int:

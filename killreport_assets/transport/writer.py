@@ -4,11 +4,14 @@ thread, in batches of whatever arrived while the previous batch was being writte
 Batches grow with load and a lone outcome is written at once (a worker acks only after the commit,
 and prefetch caps how many deliveries wait for their ack). A batch that fails is written again one
 outcome at a time, so one outcome the database refuses never takes the others' data, ledger rows or
-ESI responses with it; only that one is reported not written.
+ESI responses with it. An outcome whose data the database refuses is recorded failed in the ledger
+with the database's reason, so no job ever ends without a ledger row saying what happened to it;
+only when even that cannot be written (the database is unreachable) is it reported not written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -17,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-from killreport_assets.jobs import Outcome
+from killreport_assets.jobs import LedgerStatus, Outcome
 from killreport_assets.storage import Storage, WriteCounts
 
 log = logging.getLogger(__name__)
@@ -73,16 +76,39 @@ class BatchWriter(Generic[T]):
         try:
             counts = self._storage.apply([outcome for outcome, _ in batch])
         except Exception as exc:
-            if len(batch) > 1 and not is_disconnect(exc):
+            if is_disconnect(exc):
+                log.error("writing %d outcome(s) failed: %s", len(batch), exc)
+                for outcome, tag in batch:
+                    self._not_written(outcome, tag, exc)
+            elif len(batch) > 1:
                 log.warning("writing %d outcomes failed (%s); writing them one by one", len(batch), exc)
                 for item in batch:
                     self._write([item])
-                return
-            log.error("writing %d outcome(s) failed: %s", len(batch), exc)
-            for outcome, tag in batch:
-                self._not_written(outcome, tag, exc)
+            else:
+                self._refused(*batch[0], exc)
             return
         self._written(batch, counts)
+
+    def _refused(self, outcome: Outcome, tag: T, exc: Exception) -> None:
+        """The database refused this outcome's data: record the entity failed, with the reason."""
+        job = outcome.job
+        reason = f"the database refused {job.kind} {job.entity_id}: {_first_line(exc)}"
+        log.error("%s; recording it as failed", reason)
+        failed = dataclasses.replace(
+            outcome, status=LedgerStatus.FAILED, value=None, response=None, error=reason[:2000]
+        )
+        try:
+            counts = self._storage.apply([failed])
+        except Exception as again:
+            log.error("cannot record %s %d as failed either: %s", job.kind, job.entity_id, again)
+            self._not_written(outcome, tag, again)
+            return
+        self._written([(failed, tag)], counts)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_disconnect(exc: BaseException) -> bool:
