@@ -4,14 +4,19 @@ Dagster's packages are pinned as one matched set: dagster-postgres 0.29.27 requi
 dagster==1.13.27 exactly, and an unpinned install silently resolves an ancient dagster-postgres.
 """
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 DAGSTER = "1.13.27"
 DAGSTER_LIBS = "0.29.27"
+# The version is written once, in the package (User-Agent, `killreport --version`).
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "killreport_assets" / "version.py").read_text())[1]
 
 setup(
     name="killreport_assets",
-    version="0.1.0",
+    version=VERSION,
     description="Nightly refresh of EVE Online alliances and corporations from ESI, as a Dagster asset graph.",
     packages=find_packages(exclude=["killreport_assets_tests", "killreport_assets_tests.*"]),
     package_data={"killreport_assets": ["storage/migrations/*.py", "storage/migrations/versions/*.py"]},

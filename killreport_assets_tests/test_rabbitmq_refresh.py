@@ -33,7 +33,9 @@ from killreport_assets_tests.refresh_support import (
 from killreport_assets_tests.test_refresh import UNIVERSE, NightClock
 
 # Columns set to "now" by a run: compared by which run set them, not by their value.
-RUN_TIME_COLUMNS = frozenset({"created_at", "updated_at", "closed_at", "first_seen_at", "observed_at"})
+RUN_TIME_COLUMNS = frozenset(
+    {"created_at", "updated_at", "closed_at", "confirmed_at", "first_seen_at", "observed_at"}
+)
 
 
 class Runs:

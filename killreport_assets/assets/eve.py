@@ -37,7 +37,7 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
             ALLIANCES.store, listed, response, max_close_share=max_close_share
         )
     except ListingShrank as exc:
-        raise dg.Failure(description=str(exc), allow_retries=True) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info("alliances: ESI lists %d; %d newly closed, %d reopened", len(listed), closed, reopened)
     outcome = refresh.run(context, ALLIANCES, listed)
     metadata = refresh.metadata(
