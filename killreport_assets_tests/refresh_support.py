@@ -13,7 +13,7 @@ from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
 from killreport_assets.simulator.universe import Universe
 from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.db import rows, scalar
 
 

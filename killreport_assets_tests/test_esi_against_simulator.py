@@ -19,7 +19,7 @@ from killreport_assets.jobs import Outcome as JobOutcome
 from killreport_assets.registry import CORPORATIONS
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.db import rows
 
 SMALL = SimulatorConfig(seed=5, alliances=60, corporations=300)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.databases import postgres_database
 from killreport_assets_tests.db import rows
 from killreport_assets_tests.rabbit_support import (

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from killreport_assets.jobs import Job
 from killreport_assets.registry import CORPORATIONS
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
-from killreport_assets.storage import tables as t
 from killreport_assets.transport.rabbitmq import enqueue_enrichment
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.db import rows
 from killreport_assets_tests.rabbit_support import (
     TEST_ENV,

@@ -22,8 +22,8 @@ from killreport_assets.registry import ALLIANCE_CORPORATIONS, ALLIANCES, CORPORA
 from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
 from killreport_assets.storage.memberships import _LOCK_NAMESPACE, alliance_lock_key
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.databases import postgres_database
 from killreport_assets_tests.db import rows, scalar
 from killreport_assets_tests.esi_faults import Faults, FaultyEsi
@@ -212,6 +212,9 @@ def test_a_truncated_alliance_list_closes_nothing_and_names_the_setting(
         assert f"ESI listed 50 alliances; closing the {listed - 50} open ones" in message
         assert f"of the {listed} open alliances" in message and "KILLREPORT_MAX_CLOSE_SHARE=1" in message
         assert table_dump(storage) == before, "nothing closed, no membership dropped, no snapshot rewritten"
+        faults.requests.clear()
+        assert not materialize_all(resources).success, "the same answer, until it expires"
+        assert faults.requests["/alliances"] == 0, "not asked again before its Expires"
 
         monkeypatch.setenv("KILLREPORT_MAX_CLOSE_SHARE", "1")  # the closures are real: allow them once
         allowed = materialize_all(resources)
@@ -431,7 +434,8 @@ def test_three_nights_of_real_world_esi_end_with_the_universe_every_night(
                 "name": "\u0000" + body["name"],
                 "description": (body.get("description") or "") + "\u0000",
             }
-        assert materialize_all(resources).success
+        first = materialize_all(resources)
+        assert first.success
         assert_tables_match(storage, day0)
         assert simulator.stats()["early_requests"] == 0
 
@@ -447,6 +451,7 @@ def test_three_nights_of_real_world_esi_end_with_the_universe_every_night(
         assert not materialize_all(resources).success
         assert table_dump(storage) == before, "the partial list changed nothing"
         clock.offset += SCENARIO.cache_ttl + 1  # the operator re-runs once ESI's answer has expired
+        expire_cache(storage)
 
         # ... then the whole list, with a stray 404 on a member list, and the member lists delivered
         # twice (the nightly jobs again, while the corporations step runs).
@@ -458,7 +463,9 @@ def test_three_nights_of_real_world_esi_end_with_the_universe_every_night(
         night.start()
         try:
             wait_for(
-                lambda: stack.progress(CORPORATIONS.name).total > 0, "the corporations step", timeout=120
+                lambda: storage.ledger.latest_refresh(step=CORPORATIONS.name) not in (None, first.run_id),
+                "night 2's corporations step",
+                timeout=120,
             )
             refresh_id = storage.ledger.latest_refresh(step=CORPORATIONS.name)
             assert refresh_id is not None

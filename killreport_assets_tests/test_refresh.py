@@ -12,7 +12,7 @@ from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.simulator.universe import diff
 from killreport_assets.storage import Storage
-from killreport_assets.storage import tables as t
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.db import rows
 from killreport_assets_tests.refresh_support import (
     assert_tables_match,

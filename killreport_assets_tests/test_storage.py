@@ -11,8 +11,8 @@ from killreport_assets.esi.models import Alliance, AllianceMembers, Corporation
 from killreport_assets.jobs import Job, LedgerStatus, Outcome
 from killreport_assets.registry import ALLIANCE_CORPORATIONS, ALLIANCES, CORPORATIONS, EntityKind
 from killreport_assets.storage import Storage, migrate
-from killreport_assets.storage import tables as t
 from killreport_assets.storage.database import current_revision, head_revision
+from killreport_assets_tests import schema as t
 from killreport_assets_tests.db import rows, scalar
 
 REFRESH = "run-1"
