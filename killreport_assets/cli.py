@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from killreport_assets.envvars import redact_url
+from killreport_assets.errors import DatabaseError
 from killreport_assets.logs import configure_logging
 from killreport_assets.settings import LogSettings, SettingsError, database_url
 from killreport_assets.version import __version__
@@ -21,8 +22,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"killreport: configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseError as exc:  # unreachable or unprepared database: one line, no traceback
+        print(f"killreport {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def positive_int(raw: str) -> int:
+    """An argparse type: a positive integer, or a one-line usage error naming the value."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,16 +11,20 @@ import os
 import time
 from pathlib import Path
 
+from killreport_assets.cli import positive_int
 from killreport_assets.envvars import redact_url
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--alliances", type=int, default=300, help="simulated alliances (default 300; ESI has ~3,600)"
+        "--alliances",
+        type=positive_int,
+        default=300,
+        help="simulated alliances (default 300; ESI has ~3,600)",
     )
     parser.add_argument(
         "--corporations",
-        type=int,
+        type=positive_int,
         default=1500,
         help="simulated member corporations (default 1500; ESI has ~18,000)",
     )

@@ -80,9 +80,10 @@ def minutes(raw: str) -> float:
 
 
 def fraction(raw: str) -> float:
-    value = float(raw)
+    """A fraction below 1, as `0.01` or `1%`."""
+    value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     if not 0 <= value < 1:
-        raise ValueError("expected a fraction between 0 and 1, e.g. 0.01 for 1%")
+        raise ValueError("expected a fraction between 0 and 1, e.g. 0.01 or 1%")
     return value
 
 

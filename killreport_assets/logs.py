@@ -26,6 +26,7 @@ QUIET_LOGGERS = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
     "alembic.runtime.plugins": logging.WARNING,
+    "alembic.runtime.migration": logging.WARNING,  # "Will assume transactional DDL" on every command
     "pika": logging.CRITICAL,
 }
 

@@ -13,6 +13,7 @@ import signal
 import sys
 from types import FrameType
 
+from killreport_assets.cli import positive_int
 from killreport_assets.envvars import redact_url
 from killreport_assets.registry import REGISTRY
 from killreport_assets.settings import BrokerSettings, Settings, SettingsError, database_url
@@ -44,7 +45,7 @@ def configure_worker_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="jobs run in parallel, and the prefetch of each nightly queue; enrichment gets a quarter "
         "more on top (default: KILLREPORT_WORKER_CONCURRENCY, 20)",
@@ -123,7 +124,10 @@ def configure_queues_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_queues(args: argparse.Namespace) -> int:
+    import pika.exceptions
+
     from killreport_assets.storage import Storage
+    from killreport_assets.transport.amqp import broker_problem
     from killreport_assets.transport.monitor import (
         enrichment_refresh_id,
         lane_counts,
@@ -133,7 +137,11 @@ def run_queues(args: argparse.Namespace) -> int:
     from killreport_assets.transport.topology import Topology
 
     broker, url = _broker("queues")
-    counts, problem = lane_counts(url, Topology(broker.retry_delay), broker.management_url)
+    try:
+        counts, problem = lane_counts(url, Topology(broker.retry_delay), broker.management_url)
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        print(f"killreport queues: {broker_problem(exc, url)}", file=sys.stderr)
+        return 1
     print(f"RabbitMQ {redact_url(url)}")
     header = ("queue", "ready", "unacked", "consumers", "retrying", "dead-lettered")
     rows = [
@@ -182,7 +190,7 @@ def configure_enqueue_parser(parser: argparse.ArgumentParser) -> None:
         choices=REGISTRY.names_and_aliases(),
         help=f"what the IDs are: {', '.join(REGISTRY.names_and_aliases())} (singular names are aliases)",
     )
-    parser.add_argument("ids", nargs="+", type=_positive_int, metavar="ID", help="entity IDs to refresh now")
+    parser.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="entity IDs to refresh now")
     parser.add_argument(
         "--refresh-id",
         default=None,
@@ -211,16 +219,6 @@ def run_enqueue(args: argparse.Namespace) -> int:
             "warning: no worker consumes the enrichment queue yet; start `killreport worker`", file=sys.stderr
         )
     return 0
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
-    return value
 
 
 def _lane_list(raw: str) -> list[str]:

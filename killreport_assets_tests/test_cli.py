@@ -71,3 +71,53 @@ def test_demo_runs_a_full_refresh_and_says_where_the_data_is(tmp_path: Path) -> 
     assert "refresh succeeded" in done.stdout
     assert str(database) in done.stdout and "dagster dev -w workspace.yaml" in done.stdout
     assert database.exists()
+
+
+def _killreport(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "killreport"), *args],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_infrastructure_errors_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
+    missing = "postgresql://postgres@127.0.0.1:5432/killreport_no_such_database"
+    done = _killreport(tmp_path, "migrate", KILLREPORT_DATABASE_URL=missing)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "killreport migrate: cannot open the application database "
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/killreport_no_such_database: connection to server at "
+        '"127.0.0.1", port 5432 failed: FATAL: database "killreport_no_such_database" does not exist. '
+        "Check KILLREPORT_DATABASE_URL and that the server is running."
+    ]
+
+    no_broker = "amqp://guest:secret@127.0.0.1:9/%2F"  # port 9: nothing listens (discard)
+    for command in (["queues"], ["enqueue", "corporation", "98000001"]):
+        done = _killreport(tmp_path, *command, KILLREPORT_RABBITMQ_URL=no_broker)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.splitlines() == [
+            f"killreport {command[0]}: cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:9/%2F: connection "
+            "refused, or no broker listening there (AMQPConnectionError); is it running?"
+        ]
+
+    done = _killreport(tmp_path, "demo", "--alliances", "0")
+    assert done.returncode == 2
+    assert (
+        done.stderr.splitlines()[-1]
+        == "killreport demo: error: argument --alliances: expected a positive integer, got '0'"
+    )
+
+
+def test_migrate_is_quiet_and_a_percent_threshold_is_understood(tmp_path: Path) -> None:
+    from killreport_assets.settings import RefreshSettings
+    from killreport_assets.storage.database import head_revision
+
+    assert RefreshSettings.from_env({"KILLREPORT_FAILURE_THRESHOLD": "5%"}).failure_threshold == 0.05
+    done = _killreport(tmp_path, "migrate", KILLREPORT_FAILURE_THRESHOLD="5%")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", "no Alembic INFO lines"
+    assert done.stdout.strip().endswith(f"schema at revision {head_revision()}")

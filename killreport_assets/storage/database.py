@@ -17,16 +17,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from killreport_assets.envvars import redact_url
+from killreport_assets.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill": any constant shared by every process of this program
 
 _migrated: set[str] = set()
 _migrated_lock = threading.Lock()
-
-
-class DatabaseError(RuntimeError):
-    """The application database cannot be reached or prepared; the message says which and how to fix."""
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -87,8 +84,9 @@ def migrate(engine: sa.Engine) -> str | None:
                 command.upgrade(config, "head")
             return current_revision(connection)
     except sa.exc.OperationalError as exc:
+        reason = " ".join(str(exc.orig).split())  # the driver's message spans lines
         raise DatabaseError(
-            f"cannot open the application database {redact_url(str(engine.url))}: {exc.orig}. "
+            f"cannot open the application database {redact_url(str(engine.url))}: {reason}. "
             "Check KILLREPORT_DATABASE_URL and that the server is running."
         ) from exc
 

@@ -76,6 +76,16 @@ def config_error(exc: BaseException, url: str) -> BrokerConfigError | None:
     return None
 
 
+def broker_problem(exc: BaseException, url: str) -> str:
+    """One line on why RabbitMQ at `url` could not be used: the configuration error when it is one,
+    else what failed (pika's connection errors often carry no message of their own)."""
+    error = config_error(exc, url)
+    if error is not None:
+        return str(error)
+    detail = str(exc).strip() or "connection refused, or no broker listening there"
+    return f"cannot reach RabbitMQ at {redact_url(url)}: {detail} ({type(exc).__name__}); is it running?"
+
+
 def close_quietly(connection: pika.BlockingConnection | None) -> None:
     """Close `connection` if still open; a broken one has nothing left to hand back (the broker
     requeues whatever was unacknowledged)."""

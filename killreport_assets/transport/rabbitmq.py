@@ -25,7 +25,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from killreport_assets.envvars import redact_url
 from killreport_assets.jobs import Job
-from killreport_assets.transport.amqp import close_quietly, config_error, parameters
+from killreport_assets.transport.amqp import broker_problem, close_quietly, config_error, parameters
 from killreport_assets.transport.base import NoWorkerError, TransportError
 from killreport_assets.transport.publisher import PublishError, publish
 from killreport_assets.transport.topology import Lane, Topology
@@ -174,8 +174,7 @@ def enqueue_enrichment(url: str, retry_delay: int, jobs: Sequence[Job]) -> int:
             close_quietly(connection)
         publish(params, [(topology.enrichment.queue, job.encode()) for job in jobs])
     except (pika.exceptions.AMQPError, socket.gaierror, PublishError) as exc:
-        error = config_error(exc, url)
-        raise TransportError(str(error or f"enqueueing on {redact_url(url)} failed: {exc}")) from exc
+        raise TransportError(broker_problem(exc, url)) from exc
     return consumers
 
 
