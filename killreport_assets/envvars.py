@@ -4,6 +4,7 @@ and one parser per kind of value, each with the rule it enforces."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -15,13 +16,21 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
+_USERINFO = re.compile(
+    r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):(?P<password>.*)@(?P<tail>[^@]*)$", re.S
+)
+_SECRET_PARAMS = re.compile(r"(?i)([?&;](?:password|passwd|pwd|secret|token|api_key|key)=)[^&;#]*")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with its password and secret query parameters replaced, for logs and error messages.
+
+    Parsed by hand rather than with `urlsplit`, which gives up on a password holding an unencoded
+    `/` or `@` and would let it through whole."""
+    match = _USERINFO.match(url)
+    if match is not None:
+        url = f"{match['head']}:***@{match['tail']}"
+    return _SECRET_PARAMS.sub(r"\1***", url)
 
 
 class Reader:

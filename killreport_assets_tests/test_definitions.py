@@ -101,3 +101,22 @@ def test_a_bad_worker_only_setting_does_not_stop_the_code_location() -> None:
         timeout=120,
     )
     assert load.returncode == 0, load.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://guest:hunter2@127.0.0.1:5672/%2F", "amqp://guest:***@127.0.0.1:5672/%2F"),
+        ("postgresql://app:hun/ter@2@db:5432/kb", "postgresql://app:***@db:5432/kb"),
+        (
+            "postgresql://db/kb?user=app&password=hunter2&sslmode=require",
+            "postgresql://db/kb?user=app&password=***&sslmode=require",
+        ),
+        ("sqlite:////var/lib/killreport.db", "sqlite:////var/lib/killreport.db"),
+    ],
+)
+def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
+    from killreport_assets.envvars import redact_url
+
+    assert redact_url(url) == shown
+    assert "hunter2" not in redact_url(url) and "hun/ter@2" not in redact_url(url)
