@@ -26,7 +26,6 @@ QUIET_LOGGERS = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
     "alembic.runtime.plugins": logging.WARNING,
-    "alembic.runtime.migration": logging.WARNING,  # "Will assume transactional DDL" on every command
     "pika": logging.CRITICAL,
 }
 
@@ -59,6 +58,18 @@ def _text_formatter() -> logging.Formatter:
     formatter = logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     return formatter
+
+
+class _AlembicChatter(logging.Filter):
+    """Drops Alembic's every-connection INFO lines ("Context impl ...", "Will assume ... DDL"); the
+    lines about an upgrade actually running stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Context impl", "Will assume"))
+
+
+_ALEMBIC_MIGRATION = logging.getLogger("alembic.runtime.migration")
+_ALEMBIC_MIGRATION.addFilter(_AlembicChatter())
 
 
 def configure_logging(settings: LogSettings, *, verbose: bool = False) -> None:
