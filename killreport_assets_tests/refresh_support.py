@@ -24,6 +24,14 @@ def materialize_all(
     return dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, raise_on_error=raise_on_error)
 
 
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """What the run's first failed step said (its `dg.Failure` description, or its error)."""
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert failures, "a step failed"
+    data = failures[0].step_failure_data
+    return (data.user_failure_data.description if data.user_failure_data else None) or data.error.message
+
+
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 

@@ -25,7 +25,7 @@ from killreport_assets_tests.rabbit_support import (
     RabbitStack,
     wait_for,
 )
-from killreport_assets_tests.refresh_support import assert_tables_match, materialize_all
+from killreport_assets_tests.refresh_support import assert_tables_match, failure_message, materialize_all
 
 
 def _publish_raw(url: str, queue: str, body: bytes) -> None:
@@ -36,13 +36,6 @@ def _publish_raw(url: str, queue: str, body: bytes) -> None:
         channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
     finally:
         connection.close()
-
-
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    failures = [event for event in result.all_events if event.is_step_failure]
-    assert failures, "the run failed in a step"
-    data = failures[0].step_failure_data
-    return (data.user_failure_data.description if data.user_failure_data else None) or data.error.message
 
 
 def test_poison_entity_fails_after_bounded_attempts_and_garbage_is_dead_lettered(stack: RabbitStack) -> None:
@@ -87,7 +80,7 @@ def test_a_refresh_without_workers_fails_within_seconds_saying_to_start_one(stac
         elapsed = time.monotonic() - started
     assert not result.success
     assert elapsed < 30, f"failed after {elapsed:.0f} s"
-    message = _failure_message(result)
+    message = failure_message(result)
     assert "no worker consumes killreport.alliances" in message and "killreport worker" in message
     assert stack.queue("killreport.alliances")[0] == 0, "nothing was published for nobody"
 

@@ -31,6 +31,7 @@ from killreport_assets_tests.rabbit_support import RabbitStack, wait_for
 from killreport_assets_tests.refresh_support import (
     expected_corporation,
     expire_cache,
+    failure_message,
     materialize_all,
     table_dump,
 )
@@ -100,13 +101,6 @@ def ledger_rows(storage: Storage, refresh_id: str, step: str) -> dict[int, sa.Ro
     ledger = t.refresh_ledger
     query = sa.select(ledger).where(ledger.c.refresh_id == refresh_id, ledger.c.step == step)
     return {row.entity_id: row for row in rows(storage, query)}
-
-
-def failure_of(result: dg.ExecuteInProcessResult) -> str:
-    failures = [event for event in result.all_events if event.is_step_failure]
-    assert failures, "a step failed"
-    data = failures[0].step_failure_data
-    return (data.user_failure_data.description if data.user_failure_data else None) or data.error.message
 
 
 def without_offset(stamp: str) -> str:
@@ -208,7 +202,7 @@ def test_a_truncated_alliance_list_closes_nothing_and_names_the_setting(
         partial = materialize_all(resources)
 
         assert not partial.success
-        message = failure_of(partial)
+        message = failure_message(partial)
         assert f"ESI listed 50 alliances; closing the {listed - 50} open ones" in message
         assert f"of the {listed} open alliances" in message and "KILLREPORT_MAX_CLOSE_SHARE=1" in message
         assert table_dump(storage) == before, "nothing closed, no membership dropped, no snapshot rewritten"
