@@ -21,7 +21,7 @@ setup(
     packages=find_packages(exclude=["killreport_assets_tests", "killreport_assets_tests.*"]),
     package_data={"killreport_assets": ["storage/migrations/*.py", "storage/migrations/versions/*.py"]},
     include_package_data=True,
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.15",  # as dagster 1.13 (which allows 3.10-3.14); CI runs 3.11
     install_requires=[
         f"dagster=={DAGSTER}",
         f"dagster-webserver=={DAGSTER}",

@@ -16,7 +16,7 @@ from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
 from killreport_assets_tests import schema as t
-from killreport_assets_tests.refresh_support import check_results, materialize_all
+from killreport_assets_tests.refresh_support import check_results, failure_message, materialize_all
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +117,24 @@ def test_checks_fail_on_seeded_bad_data(
     storage.dispose()
     results = run_checks(database)
     assert {name for name, passed in results.items() if not passed} == failing
+
+
+def test_a_snapshot_for_another_day_is_refused_unless_forced(tmp_path: Path) -> None:
+    from killreport_assets.assets import alliance_snapshot
+
+    resources = refresh_resources(database_url=f"sqlite:///{tmp_path / 'snap.db'}")
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+
+    def run(**config: object) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [alliance_snapshot],
+            resources=resources,
+            run_config={"ops": {"alliance_snapshot": {"config": config}}},
+            raise_on_error=False,
+        )
+
+    refused = run(snapshot_date=yesterday)
+    assert not refused.success
+    assert failure_message(refused).startswith(f"snapshot_date={yesterday} is not today's UTC date")
+    assert run(snapshot_date=yesterday, force=True).success
+    assert run().success

@@ -18,18 +18,31 @@ from killreport_assets.storage import Storage
 
 class SnapshotConfig(dg.Config):
     snapshot_date: str | None = None
-    """ISO date (YYYY-MM-DD) to file the snapshot under; default: today's UTC date."""
+    """ISO date (YYYY-MM-DD) to file the snapshot under; default: the run's UTC date. Another date
+    is refused unless `force` is set: a snapshot is computed from today's data, so filing it under
+    another day would overwrite that day's history with today's figures."""
+    force: bool = False
+    """Allow a `snapshot_date` other than today's UTC date (it replaces that date's rows)."""
 
     def day(self) -> dt.date:
+        today = dt.datetime.now(dt.UTC).date()
         if self.snapshot_date is None:
-            return dt.datetime.now(dt.UTC).date()
+            return today
         try:
-            return dt.date.fromisoformat(self.snapshot_date)
+            day = dt.date.fromisoformat(self.snapshot_date)
         except ValueError:
             raise dg.Failure(
                 f"snapshot_date={self.snapshot_date!r} is not an ISO date; use YYYY-MM-DD",
                 allow_retries=False,
             ) from None
+        if day != today and not self.force:
+            raise dg.Failure(
+                f"snapshot_date={day.isoformat()} is not today's UTC date ({today.isoformat()}): the snapshot "
+                "is computed from today's data and would replace that day's rows with today's figures. "
+                "Leave snapshot_date unset, or set force: true to file today's figures under that date.",
+                allow_retries=False,
+            )
+        return day
 
 
 def _snapshot_asset(
