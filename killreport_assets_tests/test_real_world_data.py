@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from killreport_assets.esi.models import Alliance, AllianceMembers, Corporation
+from killreport_assets.esi.models import AllianceMembers, Corporation
 from killreport_assets.jobs import Job, LedgerStatus, Outcome
 from killreport_assets.registry import ALLIANCE_CORPORATIONS, ALLIANCES, CORPORATIONS
 from killreport_assets.resources import refresh_resources
@@ -36,6 +36,7 @@ from killreport_assets_tests.refresh_support import (
     table_dump,
 )
 from killreport_assets_tests.test_refresh import UNIVERSE, NightClock
+from killreport_assets_tests.test_storage import make_alliance
 
 MODES = ["embedded", "rabbitmq"]
 
@@ -248,14 +249,7 @@ def test_a_stray_404_on_a_member_list_keeps_the_memberships(refresher: Refresher
 
 def test_a_detail_answer_never_reopens_an_alliance_esi_stopped_listing(database_url: str) -> None:
     storage = Storage.open(database_url)
-    alliance = Alliance(
-        id=99000001,
-        name="Gone Alliance",
-        ticker="GONE",
-        date_founded=dt.datetime(2010, 1, 1, tzinfo=dt.UTC),
-        creator_corporation_id=98000001,
-        creator_id=90000001,
-    )
+    alliance = make_alliance(99000001, name="Gone Alliance", ticker="GONE", executor_corporation_id=None)
 
     def fetched(refresh: str) -> Outcome:
         return Outcome(Job(refresh, ALLIANCES, alliance.id), LedgerStatus.DONE, alliance, 200)

@@ -40,6 +40,20 @@ def corp(corporation_id: int, **changes) -> Corporation:
     return Corporation(**fields)
 
 
+def make_alliance(alliance_id: int, **changes) -> Alliance:
+    fields = dict(
+        id=alliance_id,
+        name="A",
+        ticker="A",
+        date_founded=dt.datetime(2010, 1, 1, tzinfo=dt.UTC),
+        creator_corporation_id=98000001,
+        creator_id=90000001,
+        executor_corporation_id=98000001,
+    )
+    fields.update(changes)
+    return Alliance(**fields)
+
+
 def members(alliance_id: int, *corporation_ids: int) -> AllianceMembers:
     return AllianceMembers(id=alliance_id, corporation_ids=corporation_ids)
 
@@ -123,15 +137,7 @@ def test_ledger_tracks_pending_and_keeps_finished_rows_on_retry(storage: Storage
 
 
 def test_snapshots_replace_the_days_rows(storage: Storage) -> None:
-    alliance = Alliance(
-        id=99000001,
-        name="A",
-        ticker="A",
-        date_founded=dt.datetime(2010, 1, 1, tzinfo=dt.UTC),
-        creator_corporation_id=98000001,
-        creator_id=90000001,
-        executor_corporation_id=98000001,
-    )
+    alliance = make_alliance(99000001)
     storage.apply(
         [
             done(ALLIANCES, 99000001, alliance),

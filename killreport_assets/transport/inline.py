@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from killreport_assets.esi import EsiClient
 from killreport_assets.jobs import Job, Outcome
 from killreport_assets.jobs.handlers import handle
-from killreport_assets.storage import Storage, WriteCounts
+from killreport_assets.storage import Storage
 from killreport_assets.transport.base import TransportError
 from killreport_assets.transport.writer import BatchWriter
 
@@ -26,9 +26,8 @@ class InlineTransport:
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esi-job")
         self._error: BaseException | None = None
-        self.counts = WriteCounts()
         self._writer: BatchWriter[None] = BatchWriter(
-            storage, written=self._written, not_written=self._not_written, max_batch=250
+            storage, written=lambda _batch, _counts: None, not_written=self._not_written, max_batch=250
         )
 
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -58,9 +57,6 @@ class InlineTransport:
         except BaseException as exc:  # a bug or an infrastructure error: stop, the asset reports it
             log.exception("job %s %d failed unexpectedly", job.kind, job.entity_id)
             self._error = self._error or exc
-
-    def _written(self, _batch: Sequence[tuple[Outcome, None]], counts: WriteCounts) -> None:
-        self.counts.update(counts)
 
     def _not_written(self, _outcome: Outcome, _tag: None, exc: BaseException) -> None:
         self._error = self._error or exc
