@@ -6,13 +6,15 @@ entities           entity tables: compare-then-upsert, close on 404
 memberships        alliance member lists and their join/leave history
 listing            kinds ESI lists (alliances): close the unlisted
 ledger             per-entity progress of every refresh step
+leases             one refresh per step; whose jobs are still live
+pauses             ESI pauses reported by every process
 snapshots          dated size snapshots and their checks' queries
 cache              the ESI HTTP cache (read by the client, written by the unit of work)
 reports            figures for materialization metadata
 tables, database   schema, engines and migrations
 """
 
-from killreport_assets.storage.database import DatabaseError, create_engine, migrate
+from killreport_assets.storage.database import DatabaseError, create_engine, is_disconnect, migrate
 from killreport_assets.storage.entities import EntityTable
 from killreport_assets.storage.ledger import (
     REFRESH_ID_LENGTH,
@@ -41,5 +43,6 @@ __all__ = [
     "Store",
     "WriteCounts",
     "create_engine",
+    "is_disconnect",
     "migrate",
 ]

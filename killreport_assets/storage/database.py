@@ -99,3 +99,8 @@ def head_revision() -> str | None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(config).get_current_head()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The database is unreachable (not: it refused this data)."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)

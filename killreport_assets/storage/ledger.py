@@ -27,10 +27,11 @@ class LedgerStatus(StrEnum):
     UNCHANGED = "unchanged"  # 304, or still fresh in the HTTP cache
     GONE = "gone"  # 404: the entity no longer exists
     FAILED = "failed"  # permanent failure after bounded attempts
+    WITHDRAWN = "withdrawn"  # its step ended (failed, timed out, cancelled, its run died) before it ran
 
     @classmethod
     def finished(cls) -> tuple[LedgerStatus, ...]:
-        return (cls.DONE, cls.UNCHANGED, cls.GONE, cls.FAILED)
+        return (cls.DONE, cls.UNCHANGED, cls.GONE, cls.FAILED, cls.WITHDRAWN)
 
 
 _GOOD = (LedgerStatus.DONE, LedgerStatus.UNCHANGED, LedgerStatus.GONE)
@@ -44,7 +45,7 @@ class LedgerEntry:
     step: str
     entity_id: int
     status: LedgerStatus
-    attempts: int = 1
+    attempts: int = 1  # ESI requests this outcome spent, added to what the entity spent before
     http_status: int | None = None  # the last ESI answer; None when served from the cache
     error: str | None = None
 
@@ -65,7 +66,8 @@ class StepProgress:
 
     @property
     def failed(self) -> int:
-        return self.by_status.get(LedgerStatus.FAILED, 0)
+        """Entities that ended without an answer: failed, or withdrawn from this refresh."""
+        return self.by_status.get(LedgerStatus.FAILED, 0) + self.by_status.get(LedgerStatus.WITHDRAWN, 0)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class Ledger:
         self._engine = engine
 
     def add_pending(self, refresh_id: str, step: str, entity_ids: Iterable[int]) -> None:
-        """Record a step's entities as pending; rows a retried step already finished stay finished."""
+        """Record a step's entities as pending; rows a retried step already finished stay finished,
+        rows its earlier attempt withdrew are pending again."""
         now = utcnow()
         rows = [
             {
@@ -102,7 +105,55 @@ class Ledger:
         ]
         with self._engine.begin() as conn:
             for chunk in chunks(rows, 2000):
-                conn.execute(insert(conn, _ledger).on_conflict_do_nothing(), chunk)
+                stmt = insert(conn, _ledger)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["refresh_id", "step", "entity_id"],
+                        set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+                        where=_ledger.c.status == LedgerStatus.WITHDRAWN.value,
+                    ),
+                    chunk,
+                )
+
+    def withdraw(self, refresh_id: str, step: str, reason: str) -> int:
+        """Mark the step's pending entities withdrawn with `reason` (workers then skip their jobs);
+        returns how many."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                _ledger.update()
+                .where(
+                    _ledger.c.refresh_id == refresh_id,
+                    _ledger.c.step == step,
+                    _ledger.c.status == LedgerStatus.PENDING.value,
+                )
+                .values(status=LedgerStatus.WITHDRAWN.value, last_error=reason[:2000], updated_at=utcnow())
+            )
+        return result.rowcount
+
+    def state(self, refresh_id: str, step: str, entity_id: int) -> tuple[LedgerStatus, int] | None:
+        """(status, ESI requests spent so far) of one entity in one step, None if it has no row
+        (an on-demand job)."""
+        query = sa.select(_ledger.c.status, _ledger.c.attempts).where(
+            _ledger.c.refresh_id == refresh_id, _ledger.c.step == step, _ledger.c.entity_id == entity_id
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (LedgerStatus(row.status), row.attempts)
+
+    def spend(self, refresh_id: str, step: str, entity_id: int, requests: int) -> None:
+        """Count ESI requests of an attempt that will be retried (a finished one counts its own)."""
+        if requests <= 0:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                _ledger.update()
+                .where(
+                    _ledger.c.refresh_id == refresh_id,
+                    _ledger.c.step == step,
+                    _ledger.c.entity_id == entity_id,
+                )
+                .values(attempts=_ledger.c.attempts + requests)
+            )
 
     def write(self, conn: sa.Connection, entries: Sequence[LedgerEntry], now: dt.datetime) -> None:
         """Record finished entities inside the caller's transaction (the last entry per entity wins)."""
@@ -122,18 +173,24 @@ class Ledger:
             for _, e in sorted(latest.items())
         ]
         stmt = insert(conn, _ledger)
-        changed = ("status", "attempts", "http_status", "last_error", "updated_at")
+        changed = ("status", "http_status", "last_error", "updated_at")
         # A row that finished well stays so within its refresh: a late duplicate delivery that
         # failed (or a retried step's pending row) never turns "done" into something worse.
         # (Plain comparisons: an IN list cannot be expanded in an executemany.)
         replaceable = sa.or_(
-            *(_ledger.c.status == sa.literal(s.value) for s in (LedgerStatus.PENDING, LedgerStatus.FAILED)),
+            *(
+                _ledger.c.status == sa.literal(s.value)
+                for s in (LedgerStatus.PENDING, LedgerStatus.FAILED, LedgerStatus.WITHDRAWN)
+            ),
             *(stmt.excluded.status == sa.literal(s.value) for s in _GOOD),
         )
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["refresh_id", "step", "entity_id"],
-                set_={column: stmt.excluded[column] for column in changed},
+                set_={
+                    **{column: stmt.excluded[column] for column in changed},
+                    "attempts": _ledger.c.attempts + stmt.excluded.attempts,
+                },
                 where=replaceable,
             ),
             rows,
@@ -163,13 +220,13 @@ class Ledger:
         )
 
     def failures(self, refresh_id: str, step: str) -> list[tuple[int, str | None]]:
-        """(entity id, last error) of every entity that failed permanently, by id."""
+        """(entity id, last error) of every entity that failed permanently or was withdrawn, by id."""
         query = (
             sa.select(_ledger.c.entity_id, _ledger.c.last_error)
             .where(
                 _ledger.c.refresh_id == refresh_id,
                 _ledger.c.step == step,
-                _ledger.c.status == LedgerStatus.FAILED.value,
+                _ledger.c.status.in_([LedgerStatus.FAILED.value, LedgerStatus.WITHDRAWN.value]),
             )
             .order_by(_ledger.c.entity_id)
         )

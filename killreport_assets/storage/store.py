@@ -12,9 +12,11 @@ import sqlalchemy as sa
 from killreport_assets.storage import unit
 from killreport_assets.storage.cache import EsiCache
 from killreport_assets.storage.database import create_engine
+from killreport_assets.storage.leases import StepLeases
 from killreport_assets.storage.ledger import Ledger
 from killreport_assets.storage.listing import Listing
 from killreport_assets.storage.memberships import Memberships
+from killreport_assets.storage.pauses import EsiPauses
 from killreport_assets.storage.reports import Reports
 from killreport_assets.storage.snapshots import Snapshots
 from killreport_assets.storage.unit import Finished, WriteCounts
@@ -29,10 +31,17 @@ class Storage:
         self.memberships = Memberships(engine)
         self.snapshots = Snapshots(engine)
         self.reports = Reports(engine)
+        self.leases = StepLeases(engine)
+        self.pauses = EsiPauses(engine)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Storage:
         return cls(create_engine(url, pool_size=pool_size))
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

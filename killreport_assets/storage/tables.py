@@ -159,3 +159,25 @@ esi_cache = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("updated_at", UTC_TIME, nullable=False),
 )
+
+step_leases = sa.Table(
+    "step_leases",
+    metadata,
+    # One row per ESI step being run: the refresh that may fetch for it, and that it is still alive.
+    sa.Column("step", sa.String(32), primary_key=True),
+    sa.Column("refresh_id", sa.String(64), nullable=False),
+    sa.Column("holder", sa.Text, nullable=False),  # who runs it (run id, host, pid), for messages
+    sa.Column("acquired_at", UTC_TIME, nullable=False),
+    sa.Column("heartbeat_at", UTC_TIME, nullable=False),
+)
+
+esi_pauses = sa.Table(
+    "esi_pauses",
+    metadata,
+    # The latest ESI pause of each process (a worker, a Dagster step): steps read it so that a
+    # paused refresh is not taken for a stalled one.
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("paused_until", UTC_TIME, nullable=False),
+    sa.Column("updated_at", UTC_TIME, nullable=False),
+)
