@@ -17,7 +17,7 @@ from .cache import CacheEntry, HttpCache, MemoryCache, WritableCache
 from .client import EsiClient
 from .clock import Clock, SystemClock
 from .config import EsiConfig
-from .errors import EsiBadRequest, EsiError, EsiResponseInvalid, EsiUnavailable
+from .errors import EsiBadRequest, EsiError, EsiPaused, EsiResponseInvalid, EsiUnavailable
 from .governor import EsiGovernor
 from .models import Alliance, AllianceHistoryEntry, AllianceMembers, Corporation, EsiModel, UniverseName
 from .result import Answer, EsiResult
@@ -36,6 +36,7 @@ __all__ = [
     "EsiError",
     "EsiGovernor",
     "EsiModel",
+    "EsiPaused",
     "EsiResponseInvalid",
     "EsiResult",
     "EsiUnavailable",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from . import wire
 from .cache import CacheEntry, HttpCache, MemoryCache, WritableCache
 from .clock import Clock
 from .config import EsiConfig
-from .errors import EsiBadRequest, EsiError, EsiResponseInvalid, EsiUnavailable
+from .errors import EsiBadRequest, EsiError, EsiPaused, EsiResponseInvalid, EsiUnavailable
 from .freshness import expires_at
 from .governor import EsiGovernor, Wait
 from .models import Alliance, AllianceHistoryEntry, Corporation, UniverseName
@@ -47,6 +48,10 @@ _RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtoco
 # spend attempts, so this is what keeps them bounded.
 _MAX_FREE_WAITS = 3
 _EXCERPT = 200
+# The largest body accepted: ESI's biggest answers here (the alliance list, a names batch) are tens of
+# kilobytes; a body of megabytes is broken or hostile and fails its entity instead of filling memory
+# and the database.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class EsiClient:
@@ -75,6 +80,8 @@ class EsiClient:
         self._base_url = config.base_url.rstrip("/")
         self._rng = random.Random()
         self._stats = ClientStats()
+        self._closed = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._http = httpx.Client(
             headers={
                 "User-Agent": f"killreport-assets/{__version__} ({config.contact}; +{PROJECT_URL}) "
@@ -97,11 +104,36 @@ class EsiClient:
         self.close()
 
     def close(self) -> None:
+        self._closed.set()
+        for remove in self._listeners:
+            remove()
+        self._listeners.clear()
         self._http.close()
 
-    def fetch(self, route: str, entity_id: int, parse: Callable[[bytes, int], T]) -> EsiResult[T]:
-        """GET one entity of `route` (one `{placeholder}`), parsed by `parse(body, entity_id)`."""
-        return self._get(route, entity_id, lambda body: parse(body, entity_id))
+    def abort(self) -> None:
+        """Make every request still waiting to be sent raise `EsiPaused` at once (cancellation);
+        requests on the wire finish within their timeout. Until `resume`."""
+        self._closed.set()
+
+    def resume(self) -> None:
+        """Undo `abort` (not `close`)."""
+        if not self._http.is_closed:
+            self._closed.clear()
+
+    def paused(self) -> str | None:
+        """Why ESI requests are held by the circuit breaker right now (None: they are not)."""
+        return self._governor.paused()
+
+    def add_pause_listener(self, listener: Callable[[str, float], None]) -> None:
+        """Report the process's ESI pauses to `listener(reason, seconds)` (0: ended) until `close`."""
+        self._listeners.append(self._governor.add_pause_listener(listener))
+
+    def fetch(
+        self, route: str, entity_id: int, parse: Callable[[bytes, int], T], *, max_attempts: int | None = None
+    ) -> EsiResult[T]:
+        """GET one entity of `route` (one `{placeholder}`), parsed by `parse(body, entity_id)`, in at
+        most `max_attempts` requests (default and ceiling: the configured attempts)."""
+        return self._get(route, entity_id, lambda body: parse(body, entity_id), max_attempts)
 
     def alliance_ids(self) -> EsiResult[list[int]]:
         return self._get(ALLIANCES_ROUTE, None, wire.parse_listed_ids)
@@ -136,7 +168,13 @@ class EsiClient:
         most attempts any one request took (never above `max_attempts`)."""
         return {**self._stats.snapshot(), "governor": self._governor.stats()}
 
-    def _get(self, route: str, entity_id: int | None, parse: Callable[[bytes], T]) -> EsiResult[T]:
+    def _get(
+        self,
+        route: str,
+        entity_id: int | None,
+        parse: Callable[[bytes], T],
+        max_attempts: int | None = None,
+    ) -> EsiResult[T]:
         url = self._url(route, entity_id)
         entry, stored = self._stored(url, parse)
         if entry is not None and entry.expires_at > self._clock.now():
@@ -147,7 +185,9 @@ class EsiClient:
             conditional["If-None-Match"] = entry.etag
         if entry is not None and entry.last_modified:
             conditional["If-Modified-Since"] = entry.last_modified
-        response, attempts = self._send("GET", route, entity_id, url, headers=conditional)
+        response, attempts = self._send(
+            "GET", route, entity_id, url, headers=conditional, max_attempts=max_attempts
+        )
         status = response.status_code
         if status == 404:
             return self._result(EsiResult(None, Answer.GONE, url, status, attempts=attempts))
@@ -243,20 +283,27 @@ class EsiClient:
         *,
         headers: dict[str, str] | None = None,
         json: Any = None,
+        max_attempts: int | None = None,
     ) -> tuple[httpx.Response, int]:
         """Send until a final answer (200/304/404) and return it with the attempts it took.
 
         5xx, timeouts and connection errors are retried with full-jitter backoff up to
-        `max_attempts`; 420/429 and downtime 502/503 wait on the governor without spending an
-        attempt (at most `_MAX_FREE_WAITS` times in a row)."""
+        `max_attempts`; 420/429 wait on the governor without spending an attempt (at most
+        `_MAX_FREE_WAITS` times in a row), and so do downtime 502/503 (the open circuit bounds
+        those: `EsiPaused`)."""
+        limit = (
+            self._config.max_attempts
+            if max_attempts is None
+            else min(max_attempts, self._config.max_attempts)
+        )
         attempts = 0
         free_waits = 0
         while True:
             outcome = self._exchange(method, route, url, headers, json)
             status = outcome.status_code if isinstance(outcome, httpx.Response) else None
-            if status in _THROTTLE_STATUSES or (
-                status in _DOWNTIME_STATUSES and self._governor.downtime_pause()
-            ):
+            if status in _DOWNTIME_STATUSES and self._governor.downtime_pause():
+                continue
+            if status in _THROTTLE_STATUSES:
                 free_waits += 1
                 if free_waits > _MAX_FREE_WAITS:
                     self._stats.finished(attempts)
@@ -267,7 +314,7 @@ class EsiClient:
             if isinstance(outcome, httpx.Response) and status not in _RETRY_STATUSES:
                 self._stats.finished(attempts)
                 return _final(outcome, route, entity_id), attempts
-            if attempts >= self._config.max_attempts:
+            if attempts >= limit:
                 self._stats.finished(attempts)
                 error = None if isinstance(outcome, httpx.Response) else _describe(outcome)
                 raise EsiUnavailable(route, entity_id, attempts, status, error)
@@ -277,20 +324,24 @@ class EsiClient:
                 "retrying %s %s in %.2f s after %s", method, url, delay, status or _describe(outcome)
             )
             self._clock.sleep(delay)
+            if self._closed.is_set():
+                raise EsiPaused("the ESI client was closed during a retry's backoff")
             self._stats.retry(str(Wait.BACKOFF), delay)
 
     def _exchange(
         self, method: str, route: str, url: str, headers: dict[str, str] | None, json: Any
     ) -> httpx.Response | httpx.TransportError:
         """One HTTP request under the governor's permit."""
-        with self._governor.permit(route) as permit:
+        with self._governor.permit(route, self._closed, self._probe) as permit:
             started = self._clock.monotonic()
             try:
                 response = self._http.request(method, url, headers=headers, json=json)
             except _RETRY_ERRORS as exc:
+                self._governor.settle(permit, ok=False)
                 logger.debug("%s %s failed: %s", method, url, _describe(exc))
                 self._stats.exchange(None, type(exc).__name__, permit.waits)
                 return exc
+            self._governor.settle(permit, ok=response.status_code not in _RETRY_STATUSES)
             self._governor.observe(route, response)
         logger.debug(
             "%s %s -> %d in %.0f ms",
@@ -301,6 +352,20 @@ class EsiClient:
         )
         self._stats.exchange(response.status_code, None, permit.waits)
         return response
+
+    def _probe(self) -> bool:
+        """Whether ESI answers at all (anything but a 5xx or no answer): the alliance list, the one
+        route every refresh reads, sent unconditionally and not cached."""
+        try:
+            response = self._http.get(self._url(ALLIANCES_ROUTE, None))
+        except _RETRY_ERRORS as exc:
+            logger.debug("ESI probe failed: %s", _describe(exc))
+            self._stats.exchange(None, type(exc).__name__, {})
+            return False
+        self._governor.observe(ALLIANCES_ROUTE, response)
+        self._stats.exchange(response.status_code, None, {})
+        logger.debug("ESI probe: HTTP %d", response.status_code)
+        return response.status_code not in _RETRY_STATUSES
 
 
 def _final(response: httpx.Response, route: str, entity_id: int | None) -> httpx.Response:
@@ -316,6 +381,10 @@ def _final(response: httpx.Response, route: str, entity_id: int | None) -> httpx
 
 
 def _parse(route: str, entity_id: int | None, parse: Callable[[bytes], T], body: bytes) -> T:
+    if len(body) > MAX_BODY_BYTES:
+        raise EsiResponseInvalid(
+            route, entity_id, "<body>", f"{len(body)} bytes, over the {MAX_BODY_BYTES}-byte limit"
+        )
     try:
         return parse(body)
     except ValidationError as exc:

@@ -52,3 +52,9 @@ class EsiResponseInvalid(EsiError):
         self.entity_id = entity_id
         self.field = field
         self.message = message
+
+
+class EsiPaused(Exception):
+    """ESI requests are paused (an outage or the daily downtime) for longer than one job should wait,
+    or the client was closed: hand the job back to be tried later, without spending an attempt.
+    Not an `EsiError`: no request was sent, so nothing about the entity is known."""

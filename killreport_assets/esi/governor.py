@@ -13,9 +13,14 @@ bucket is empty. The governor keeps the process from getting there:
   the budget cannot reach 0 — so many transient errors never turn into a 420;
 * a 420 anyway (e.g. another process on the same IP) stops every request until the reset;
 * a 429 pauses its rate-limit group (everything, without a group header) for Retry-After;
-* a 502/503 during the daily downtime pauses everything until the downtime ends.
+* outages: when most recent answers are 5xx or timeouts, or a 502/503 arrives in the daily
+  downtime, the circuit breaker (`circuit.py`) stops every request and lets one probe through now
+  and then; the first success resumes everyone. A request waits on an open circuit at most
+  `max_hold` seconds, then `EsiPaused` hands its job back to be retried later without an attempt.
 
-Pauses are logged at INFO (reason and seconds) and reported to the optional `on_pause` hook.
+Pauses are logged at INFO (reason and seconds) and reported to the pause listeners (seconds 0 when
+the circuit closes), which is how a step in another process learns that ESI is paused.
+Every wait is sliced into short sleeps and ends early when the caller's `abort` event is set.
 """
 
 from __future__ import annotations
@@ -32,14 +37,18 @@ from enum import StrEnum
 
 import httpx
 
+from .circuit import Circuit
 from .clock import Clock, SystemClock
 from .config import EsiConfig
+from .errors import EsiPaused
 from .limits import ErrorBudget, Pacer, RateLimitGroup, parse_int
 
 logger = logging.getLogger("killreport_assets.esi")
 
 # Seconds to pause on a 420/429 that carries no Reset/Retry-After (what EVE Ref and eve-esi-proxy use).
 _DEFAULT_PAUSE = 10.0
+# Longest single sleep, so that an abort or a closing circuit is noticed promptly.
+_SLICE = 0.5
 
 PauseHook = Callable[[str, float], None]
 
@@ -53,21 +62,26 @@ class Wait(StrEnum):
     ERROR_LIMITED = "error_limited"
     RATE_LIMITED = "rate_limited"
     DOWNTIME = "downtime"
+    OUTAGE = "outage"
     BACKOFF = "backoff"
 
 
 @dataclass
 class Permit:
-    """Seconds one request spent waiting before it was let through, by reason."""
+    """Seconds one request spent waiting before it was let through, by reason; whether it is the
+    circuit's probe and whether its answer was reported."""
 
     waits: dict[str, float] = field(default_factory=dict)
+    probe: bool = False
+    settled: bool = False
 
 
 class EsiGovernor:
     """Admission control for ESI requests; see the module docstring. Thread-safe.
 
-    `reset_margin` is added to every Reset/Retry-After (the safety second); `downtime_jitter`
-    spreads the restart after downtime so many processes do not return at the same instant.
+    `reset_margin` is added to every Reset/Retry-After (the safety second); `max_hold` bounds how
+    long one request waits on an open circuit; `downtime_probe` is the seconds between probes in the
+    daily downtime (it lasts minutes: no need to knock often).
     """
 
     def __init__(
@@ -77,15 +91,18 @@ class EsiGovernor:
         clock: Clock | None = None,
         on_pause: PauseHook | None = None,
         reset_margin: float = 1.0,
-        downtime_jitter: float = 5.0,
+        max_hold: float = 120.0,
+        downtime_probe: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self._on_pause = on_pause
+        self._listeners: list[PauseHook] = [] if on_pause is None else [on_pause]
         self._reset_margin = reset_margin
-        self._downtime_jitter = downtime_jitter
+        self._max_hold = max_hold
+        self._downtime_probe = downtime_probe
         self._rng = rng or random.Random()
+        self._circuit = Circuit(rng=self._rng)
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._lock = threading.Lock()
         self._pacer = Pacer()
@@ -112,15 +129,56 @@ class EsiGovernor:
                 logger.warning("the shared ESI governor for %s keeps the limits it was created with", key)
         return governor
 
+    def add_pause_listener(self, listener: PauseHook) -> Callable[[], None]:
+        """Also report pauses to `listener(reason, seconds)` (seconds 0: the pause ended); returns
+        the function that stops it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
     @contextmanager
-    def permit(self, route: str) -> Iterator[Permit]:
-        """Wait until a request on `route` may be sent; hold a concurrency slot while it runs."""
+    def permit(
+        self, route: str, abort: threading.Event | None = None, probe: Callable[[], bool] | None = None
+    ) -> Iterator[Permit]:
+        """Wait until a request on `route` may be sent; hold a concurrency slot while it runs. Raises
+        `EsiPaused` when an open circuit holds it past `max_hold`, or when `abort` is set.
+
+        When this request's turn to probe an open circuit comes, `probe()` (True: ESI answered) is
+        sent instead of risking the request itself, so that no job's attempts are spent on probes
+        and a few entities that always fail cannot keep the circuit open. Without `probe`, the
+        request itself is the probe."""
         permit = Permit()
         started = self.clock.monotonic()
         with self._slots:
             self._record(permit, Wait.CONCURRENCY, self.clock.monotonic() - started)
-            self._pace(route, permit)
-            yield permit
+            try:
+                self._pace(route, permit, abort, probe)
+                yield permit
+            finally:
+                if permit.probe and not permit.settled:
+                    with self._lock:
+                        self._circuit.abandon_probe()
+
+    def settle(self, permit: Permit, ok: bool) -> None:
+        """Report whether the request answered (False: a 5xx, a timeout, no connection)."""
+        permit.settled = True
+        with self._lock:
+            was = self._circuit.reason
+            event = self._circuit.record(ok, self.clock.monotonic())
+            reason = was or self._circuit.reason or str(Wait.OUTAGE)
+        if event is not None:
+            self._circuit_event(reason, *event)
+
+    def paused(self) -> str | None:
+        """Why requests are held by the circuit breaker right now (None: they are not)."""
+        with self._lock:
+            return self._circuit.reason
 
     def observe(self, route: str, response: httpx.Response) -> None:
         """Learn from a response's limit headers; start a pause on 420/429."""
@@ -161,16 +219,16 @@ class EsiGovernor:
             self._announce(*announce)
 
     def downtime_pause(self) -> bool:
-        """Call on a 502/503. Inside the daily downtime, pause every request until it ends (plus
-        jitter) and return True: the failure is expected and should not spend an attempt."""
+        """Call on a 502/503. Inside the daily downtime, open the circuit (probing every
+        `downtime_probe` s, so work resumes as soon as ESI is back) and return True: the failure is
+        expected and should not spend an attempt."""
         left = _downtime_left(self.clock.now(), self.config.downtime_start, self.config.downtime_end)
         if left is None:
             return False
-        seconds = left + self._rng.uniform(0.0, self._downtime_jitter)
         with self._lock:
-            announce = self._pause_all(Wait.DOWNTIME, self.clock.monotonic(), seconds)
-        if announce:
-            self._announce(*announce)
+            event = self._circuit.trip(str(Wait.DOWNTIME), self.clock.monotonic(), self._downtime_probe)
+        if event is not None:
+            self._circuit_event(str(Wait.DOWNTIME), *event)
         return True
 
     def stats(self) -> dict[str, object]:
@@ -183,12 +241,33 @@ class EsiGovernor:
                 "error_limit_remain": self._budget.remain(self.clock.monotonic()),
             }
 
-    def _pace(self, route: str, permit: Permit) -> None:
+    def _pace(
+        self, route: str, permit: Permit, abort: threading.Event | None, probe: Callable[[], bool] | None
+    ) -> None:
         reserved = False
+        held = 0.0
         while True:
+            if abort is not None and abort.is_set():
+                raise EsiPaused("the ESI client was closed while this request waited to be sent")
             now = self.clock.monotonic()
             with self._lock:
-                blocked, until, new_hold = self._blocked(route, now)
+                circuit_until = None
+                if not permit.probe:  # a request that claimed the probe keeps it through other waits
+                    circuit_until, permit.probe = self._circuit.admit(now)
+            if permit.probe and probe is not None:
+                self.settle(permit, probe())
+                permit.probe = permit.settled = False
+                continue
+            with self._lock:
+                if circuit_until is not None:
+                    blocked, until, new_hold = Wait(self._circuit.reason), circuit_until, False
+                else:
+                    blocked, until, new_hold = self._blocked(route, now)
+                if circuit_until is not None and held >= self._max_hold:
+                    raise EsiPaused(
+                        f"ESI requests have been paused ({blocked}) for {held:.0f} s; hand the job back "
+                        "and try it later"
+                    )
                 if blocked is None:
                     if reserved:
                         return
@@ -201,7 +280,10 @@ class EsiGovernor:
                     reason, reserved = blocked, False
             if new_hold:
                 self._announce(reason, until - now, "new requests until the error-limit window resets")
-            self._record(permit, reason, until - now, sleep=True)
+            seconds = until - now if reason is Wait.RATE else min(until - now, _SLICE)
+            if circuit_until is not None:
+                held += seconds
+            self._record(permit, reason, seconds, sleep=True)
 
     def _blocked(self, route: str, now: float) -> tuple[Wait | None, float, bool]:
         """The latest pause or hold that applies to `route`, and whether it is a hold not yet logged.
@@ -253,10 +335,31 @@ class EsiGovernor:
             self._waits[key] += seconds
         permit.waits[key] = permit.waits.get(key, 0.0) + seconds
 
+    def _circuit_event(self, reason: str, event: str, seconds: float) -> None:
+        if event == "closed":
+            logger.info("ESI answers again: resuming all requests after %.0f s (%s)", seconds, reason)
+            self._notify(reason, 0.0)
+        elif event == "opened":
+            logger.warning(
+                "ESI circuit open (%s): holding all requests, first probe in %.0f s", reason, seconds
+            )
+            self._notify(reason, seconds)
+        else:
+            logger.info("ESI still unavailable (%s): next probe in %.0f s", reason, seconds)
+            self._notify(reason, seconds)
+
     def _announce(self, reason: Wait, seconds: float, scope: str) -> None:
         logger.info("ESI pause (%s, %.1f s): holding %s", reason, seconds, scope)
-        if self._on_pause is not None:
-            self._on_pause(str(reason), seconds)
+        self._notify(str(reason), seconds)
+
+    def _notify(self, reason: str, seconds: float) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(reason, seconds)
+            except Exception as exc:  # noqa: BLE001 - a report must never stop requests
+                logger.warning("could not report an ESI pause (%s): %s", reason, exc)
 
 
 _shared: dict[str, EsiGovernor] = {}
