@@ -40,6 +40,17 @@ def positive_int(raw: str) -> int:
     return value
 
 
+def esi_id(raw: str) -> int:
+    """An argparse type: an ESI ID (a positive 64-bit integer), or a one-line usage error naming it."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an ESI ID (a positive 64-bit integer), got {raw!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="killreport", description=__doc__)
     parser.add_argument("--version", action="version", version=f"killreport {__version__}")

@@ -3,6 +3,7 @@ and one parser per kind of value, each with the rule it enforces."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ class SettingsError(ValueError):
 _USERINFO = re.compile(
     r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):(?P<password>.*)@(?P<tail>[^@]*)$", re.S
 )
-_SECRET_PARAMS = re.compile(r"(?i)([?&;](?:password|passwd|pwd|secret|token|api_key|key)=)[^&;#]*")
+_SECRET_PARAMS = re.compile(r"(?i)([?&;][a-z_]*(?:password|passwd|pwd|secret|token|api_key|key)=)[^&;#]*")
 
 
 def redact_url(url: str) -> str:
@@ -134,3 +135,14 @@ def database_url_value(raw: str) -> str:
     if scheme not in ("postgresql", "postgres", "sqlite"):
         raise ValueError("expected postgresql://user:pass@host:port/db or sqlite:///path/to/file.db")
     return raw
+
+
+def utc_window(raw: str) -> tuple[dt.time, dt.time]:
+    """`HH:MM-HH:MM` (UTC, may wrap past midnight); `off` is an empty window."""
+    if raw.lower() == "off":
+        return dt.time(0, 0), dt.time(0, 0)
+    try:
+        start, end = (dt.datetime.strptime(part.strip(), "%H:%M").time() for part in raw.split("-"))
+    except ValueError:
+        raise ValueError("expected HH:MM-HH:MM in UTC (e.g. 11:00-11:15), or off") from None
+    return start, end

@@ -8,12 +8,13 @@ Secret-bearing URLs come through `dg.EnvVar` (see `definitions.py`), so they nev
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from killreport_assets.esi import EsiClient, EsiConfig, HttpCache
+from killreport_assets.esi import EsiClient, EsiConfig
 from killreport_assets.settings import BrokerSettings, RefreshSettings, database_url, esi_config
 from killreport_assets.storage import Storage
 from killreport_assets.transport.base import Transport
@@ -52,10 +53,12 @@ class EsiResource(dg.ConfigurableResource):
         config = esi_config()
         return dataclasses.replace(config, base_url=self.base_url) if self.base_url else config
 
-    def client(self, cache: HttpCache) -> EsiClient:
-        """The run's one client (one connection pool, the process's governor), reading `cache`."""
+    def client(self, storage: Storage) -> EsiClient:
+        """The run's one client (one connection pool, the process's governor), reading the
+        database's ESI cache and reporting ESI pauses to it (so stall detection sees them)."""
         if self._client is None:
-            self._client = EsiClient(self.config(), cache)
+            self._client = EsiClient(self.config(), storage.cache)
+            self._client.add_pause_listener(storage.pauses.reporter(f"Dagster step process {os.getpid()}"))
         return self._client
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -80,7 +83,10 @@ class TransportResource(dg.ConfigurableResource):
             broker = dataclasses.replace(broker, url=self.rabbitmq_url)
         if broker.url is not None:
             return RabbitTransport(broker.url, broker.retry_delay)
-        return InlineTransport(storage, client, workers=self.refresh_settings().embedded_workers)
+        settings = self.refresh_settings()
+        return InlineTransport(
+            storage, client, workers=settings.embedded_workers, lease_ttl=settings.lease_ttl
+        )
 
 
 def refresh_resources(

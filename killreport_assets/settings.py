@@ -26,6 +26,7 @@ from killreport_assets.envvars import (
     non_negative_int,
     positive,
     share,
+    utc_window,
     webhook_url,
 )
 from killreport_assets.esi.config import EsiConfig
@@ -76,6 +77,9 @@ def esi_config(environ: Mapping[str, str] | None = None) -> EsiConfig:
         "max_concurrency": reader.get("KILLREPORT_ESI_CONCURRENCY", positive(int), None),
         "error_limit_margin": reader.get("KILLREPORT_ESI_ERROR_LIMIT_MARGIN", non_negative_int, None),
     }
+    downtime = reader.get("KILLREPORT_ESI_DOWNTIME", utc_window, None)
+    if downtime is not None:
+        given["downtime_start"], given["downtime_end"] = downtime
     try:
         return EsiConfig(**{name: value for name, value in given.items() if value is not None})
     except ValueError as exc:
@@ -95,7 +99,9 @@ _ESI_VARIABLES = {
 @dataclass(frozen=True)
 class RefreshSettings:
     """How the Dagster run drives a refresh: step timeouts (one per registered kind), stall
-    detection, progress logging, the failure threshold, and the embedded pool's size."""
+    detection, progress logging, the failure threshold, the embedded pool's size, and how long a
+    step's lease outlives its last heartbeat (how soon a killed run's step can be taken over and its
+    queued jobs are skipped)."""
 
     step_timeouts: Mapping[str, float] = field(default_factory=dict)
     stall_timeout: float = 10 * 60
@@ -104,6 +110,7 @@ class RefreshSettings:
     max_close_share: float = 0.05
     revalidate_days: int = 7
     embedded_workers: int = 20
+    lease_ttl: float = 120.0  # seconds without a heartbeat after which a step's run counts as dead
 
     def step_timeout(self, kind: EntityKind) -> float:
         return self.step_timeouts.get(kind.name, kind.timeout_minutes * 60)
@@ -126,6 +133,7 @@ class RefreshSettings:
             max_close_share=reader.get("KILLREPORT_MAX_CLOSE_SHARE", share, cls.max_close_share),
             revalidate_days=reader.get("KILLREPORT_REVALIDATE_DAYS", positive(int), cls.revalidate_days),
             embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", positive(int), cls.embedded_workers),
+            lease_ttl=reader.get("KILLREPORT_STEP_LEASE_SECONDS", positive(float), cls.lease_ttl),
         )
 
 

@@ -1,25 +1,35 @@
-"""Running one ESI step of a refresh: record its jobs in the ledger, hand them to the transport, and
-wait on the ledger (never on queue lengths) until every entity is finished, with progress, a step
-timeout and stall detection.
+"""Running one ESI step of a refresh: take the step's lease, record its jobs in the ledger, hand them
+to the transport, and wait on the ledger (never on queue lengths) until every entity is finished,
+with progress, a step timeout and stall detection that knows an ESI pause from a stall. However the
+step ends, its lease is given back, and jobs it leaves unfinished are withdrawn so no worker spends
+ESI requests on them.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from killreport_assets.jobs import Job
 from killreport_assets.registry import EntityKind
-from killreport_assets.storage import StepProgress, Storage
+from killreport_assets.storage import StepProgress, Storage, is_disconnect
+from killreport_assets.storage.sql import utcnow
 from killreport_assets.transport.base import Transport
 
 
 class Log(Protocol):
     def info(self, msg: str, *args: object) -> None: ...
     def warning(self, msg: str, *args: object) -> None: ...
+
+
+# Seconds without a heartbeat after which a step's holder looks dead rather than busy (steps renew
+# every poll, a second by default); its lease still has to lapse before it is taken over.
+_SILENT_HOLDER = 3.0
 
 
 class StepError(RuntimeError):
@@ -29,6 +39,10 @@ class StepError(RuntimeError):
 
 class StepTimeout(StepError):
     """A step did not finish in time; the message says how far it got and what to do."""
+
+
+class StepBusy(StepError):
+    """Another live refresh runs this step against the same database."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class WaitPolicy:
     stall_timeout: float
     progress_interval: float
     poll_interval: float = 1.0
+    lease_ttl: float = 120.0  # see RefreshSettings.lease_ttl; steps renew their lease every poll
 
 
 def run_step(
@@ -58,10 +73,35 @@ def run_step(
     entity_ids: Sequence[int],
     policy: WaitPolicy,
     log: Log,
+    *,
+    holder: str | None = None,
 ) -> StepOutcome:
     """Run `kind` jobs for `entity_ids` to completion. A retried step (same refresh id) resubmits only
-    the entities its earlier attempt did not finish."""
+    the entities its earlier attempt did not finish. `holder` names this run in the messages of a
+    refresh that finds the step taken."""
     started = time.monotonic()
+    step = kind.name
+    ttl = policy.lease_ttl
+    _take_lease(storage, refresh_id, step, holder or f"pid {os.getpid()} on {socket.gethostname()}", ttl, log)
+    try:
+        return _run_leased(storage, transport, refresh_id, kind, entity_ids, policy, log, started)
+    except BaseException as exc:
+        _withdraw(storage, refresh_id, step, exc, ttl, log)
+        raise
+    finally:
+        _quietly(log, "give back the lease of", step, ttl, lambda: storage.leases.release(step, refresh_id))
+
+
+def _run_leased(
+    storage: Storage,
+    transport: Transport,
+    refresh_id: str,
+    kind: EntityKind,
+    entity_ids: Sequence[int],
+    policy: WaitPolicy,
+    log: Log,
+    started: float,
+) -> StepOutcome:
     storage.ledger.add_pending(refresh_id, kind.name, entity_ids)
     pending = storage.ledger.pending_ids(refresh_id, kind.name)
     log.info(
@@ -80,6 +120,61 @@ def run_step(
     )
 
 
+def _take_lease(storage: Storage, refresh_id: str, step: str, holder: str, ttl: float, log: Log) -> None:
+    """Take the step, or fail at once if a live refresh holds it. A holder that stopped renewing
+    (its process was killed) is waited for until its lease lapses, then taken over."""
+    lease, dead = storage.leases.acquire(step, refresh_id, holder, ttl)
+    silent = (utcnow() - lease.heartbeat_at).total_seconds()
+    if lease.refresh_id != refresh_id and silent >= _SILENT_HOLDER:
+        wait = max(0.0, ttl - silent) + 0.5
+        log.warning(
+            "%s: held by %s, silent for %.0f s (its run probably died); waiting %.0f s for its lease to lapse",
+            step,
+            lease.describe(),
+            silent,
+            wait,
+        )
+        time.sleep(wait)
+        lease, dead = storage.leases.acquire(step, refresh_id, holder, ttl)
+    if lease.refresh_id != refresh_id:
+        raise StepBusy(
+            f"{step} is already being refreshed by {lease.describe()}. Two refreshes never fetch the same "
+            f"step at once: wait for that run to finish (or cancel it in the Dagster UI) and re-run. If its "
+            f"process died, its lease lapses {ttl:.0f} s after the last heartbeat (KILLREPORT_STEP_LEASE_SECONDS)."
+        )
+    if dead is not None:
+        reason = (
+            f"refresh {dead.refresh_id} stopped renewing the {step} step at {dead.heartbeat_at:%H:%M:%S} UTC "
+            f"(its run died); refresh {refresh_id} took the step over"
+        )
+        withdrawn = storage.ledger.withdraw(dead.refresh_id, step, reason)
+        log.warning(
+            "%s: took over from %s; withdrew its %d unfinished job(s)", step, dead.describe(), withdrawn
+        )
+
+
+def _withdraw(storage: Storage, refresh_id: str, step: str, exc: BaseException, ttl: float, log: Log) -> None:
+    cause = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    reason = f"the {step} step of refresh {refresh_id} ended before this entity was fetched: {cause}"
+    count = 0
+
+    def withdraw() -> None:
+        nonlocal count
+        count = storage.ledger.withdraw(refresh_id, step, reason)
+
+    _quietly(log, "withdraw the unfinished jobs of", step, ttl, withdraw)
+    if count:
+        log.warning("%s: withdrew %d unfinished job(s); workers skip them", step, count)
+
+
+def _quietly(log: Log, what: str, step: str, ttl: float, action: Callable[[], None]) -> None:
+    """Clean-up that must not hide the error that caused it (the database may be what failed)."""
+    try:
+        action()
+    except Exception as exc:  # noqa: BLE001 - reported, and the lease lapses on its own
+        log.warning("%s: could not %s the step (%s); it lapses within %.0f s", step, what, exc, ttl)
+
+
 def wait_for_step(
     storage: Storage,
     transport: Transport,
@@ -94,12 +189,47 @@ def wait_for_step(
     started = last_change = last_log = time.monotonic()
     first = storage.ledger.progress(refresh_id, step)
     last_finished = first.finished
+    paused_reason: str | None = None
+    unreachable_since: float | None = None
     while True:
         transport.check()
-        progress = storage.ledger.progress(refresh_id, step)
+        try:
+            renewed = storage.leases.heartbeat(step, refresh_id)
+            progress = storage.ledger.progress(refresh_id, step)
+        except Exception as exc:
+            # A database restart (a package upgrade) is ridden out while the lease would still hold.
+            if not is_disconnect(exc):
+                raise
+            now = time.monotonic()
+            if unreachable_since is None:
+                unreachable_since = now
+                log.warning(
+                    "%s: the database is unreachable (%s); waiting for it", step, str(exc).splitlines()[0]
+                )
+            if now - unreachable_since > policy.lease_ttl / 2:
+                raise
+            stop.wait(policy.poll_interval)
+            continue
+        if unreachable_since is not None:
+            log.info(
+                "%s: the database answers again after %.0f s", step, time.monotonic() - unreachable_since
+            )
+            last_change, unreachable_since = time.monotonic(), None
+        if not renewed:
+            raise StepError(
+                f"{step}: this refresh lost the step to another one after failing to renew it for "
+                f"{policy.lease_ttl:.0f} s (was the database unreachable?); re-run when the other refresh is done."
+            )
         now = time.monotonic()
         if progress.finished != last_finished:
             last_finished, last_change = progress.finished, now
+        elif now - last_change > policy.stall_timeout / 2:
+            pause = _esi_pause(storage)
+            if pause is not None:
+                last_change = now  # a paused step is not a stalled one
+                if pause != paused_reason:
+                    log.info("%s: ESI requests are paused (%s); not counted as a stall", step, pause)
+            paused_reason = pause
         if progress.pending == 0:
             log.info("%s: %s", step, describe(progress, now - started, first.finished))
             return progress
@@ -119,6 +249,16 @@ def wait_for_step(
                 f"{progress.total} pending). Check that workers are running and ESI is reachable, then re-run."
             )
         stop.wait(policy.poll_interval)
+
+
+def _esi_pause(storage: Storage) -> str | None:
+    active = storage.pauses.active()
+    if not active:
+        return None
+    source, reason, until = active[0]
+    return f"{reason} until {until:%H:%M:%S} UTC, reported by {source}" + (
+        f" and {len(active) - 1} more" if len(active) > 1 else ""
+    )
 
 
 def describe(progress: StepProgress, elapsed: float, already: int = 0) -> str:

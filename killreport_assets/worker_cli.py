@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from types import FrameType
 
-from killreport_assets.cli import positive_int
+from killreport_assets.cli import esi_id, positive_int
 from killreport_assets.envvars import redact_url
 from killreport_assets.registry import REGISTRY
 from killreport_assets.settings import BrokerSettings, Settings, SettingsError, database_url
@@ -75,13 +76,16 @@ def run_worker(args: argparse.Namespace) -> int:
         max_attempts=settings.worker.max_attempts,
         summary_interval=settings.refresh.progress_interval,
         drain_timeout=args.drain_timeout,
+        lease_ttl=settings.refresh.lease_ttl,
     )
     try:
-        storage = Storage.open(settings.database_url, pool_size=4)
+        # a connection for each job thread's ledger check, plus the writer's
+        storage = Storage.open(settings.database_url, pool_size=options.concurrency + 2)
     except DatabaseError as exc:
         print(f"killreport worker: {exc}", file=sys.stderr)
         return 2
     client = EsiClient(settings.esi, storage.cache)
+    client.add_pause_listener(storage.pauses.reporter(f"killreport worker {os.getpid()}"))
     worker = Worker(settings.rabbitmq_url, topology, storage, client, options)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -190,7 +194,7 @@ def configure_enqueue_parser(parser: argparse.ArgumentParser) -> None:
         choices=REGISTRY.names_and_aliases(),
         help=f"what the IDs are: {', '.join(REGISTRY.names_and_aliases())} (singular names are aliases)",
     )
-    parser.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="entity IDs to refresh now")
+    parser.add_argument("ids", nargs="+", type=esi_id, metavar="ID", help="entity IDs to refresh now")
     parser.add_argument(
         "--refresh-id",
         default=None,

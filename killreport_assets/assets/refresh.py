@@ -1,6 +1,8 @@
 """Running one registered kind's step from an asset: the transport, the wait, the failure policy
 and the metadata every ESI step reports. An asset for a new kind is a few lines around `refresh`."""
 
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +37,7 @@ class Refresh:
     @classmethod
     def of(cls, database: DatabaseResource, esi: EsiResource, transport: TransportResource) -> "Refresh":
         storage = database.storage
-        return cls(storage, esi.client(storage.cache), transport)
+        return cls(storage, esi.client(storage), transport)
 
     def run(self, context: dg.AssetExecutionContext, kind: EntityKind, ids: Sequence[int]) -> StepOutcome:
         """Run `kind`'s step for `ids` to completion; fail the asset when more entities failed than
@@ -46,11 +48,20 @@ class Refresh:
             stall_timeout=settings.stall_timeout,
             progress_interval=settings.progress_interval,
             poll_interval=self.transport.poll_interval_seconds,
+            lease_ttl=settings.lease_ttl,
         )
         with self.transport.open(self.storage, self.esi) as transport:
             try:
                 outcome = run_step(
-                    self.storage, transport, context.run.run_id, kind, ids, policy, context.log
+                    self.storage,
+                    transport,
+                    context.run.run_id,
+                    kind,
+                    ids,
+                    policy,
+                    context.log,
+                    holder=f"Dagster run {context.run.run_id} (job {context.run.job_name}) on "
+                    f"{socket.gethostname()}, pid {os.getpid()}",
                 )
             except (StepError, NoWorkerError) as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc

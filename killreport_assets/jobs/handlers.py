@@ -20,11 +20,12 @@ _STATUS = {
 }
 
 
-def handle(job: Job, client: EsiClient) -> Outcome:
-    """Run one job. ESI failures become a FAILED outcome (recorded, never retried forever); anything
-    else (a bug, the database) propagates so the transport can retry or stop."""
+def handle(job: Job, client: EsiClient, *, max_requests: int | None = None) -> Outcome:
+    """Run one job, sending at most `max_requests` ESI requests (default: the client's attempts).
+    ESI failures become a FAILED outcome (recorded, never retried forever); anything else (a bug,
+    the database, `EsiPaused`) propagates so the transport can retry or stop."""
     try:
-        result = client.fetch(job.kind.route, job.entity_id, job.kind.parse)
+        result = client.fetch(job.kind.route, job.entity_id, job.kind.parse, max_attempts=max_requests)
     except EsiError as exc:
         return Outcome(
             job=job,

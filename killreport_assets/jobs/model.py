@@ -46,8 +46,8 @@ class Job:
             if data.get("v") != SCHEMA_VERSION:
                 raise ValueError(f"unsupported schema version {data.get('v')!r} (expected {SCHEMA_VERSION})")
             entity_id, refresh_id, kind = data["id"], data["refresh_id"], data["kind"]
-            if type(entity_id) is not int or entity_id <= 0:
-                raise ValueError(f"id must be a positive integer, got {entity_id!r}")
+            if type(entity_id) is not int or not 0 < entity_id < 2**63:
+                raise ValueError(f"id must be a positive 64-bit integer, got {entity_id!r}")
             if not isinstance(refresh_id, str) or not refresh_id:
                 raise ValueError("refresh_id must be a non-empty string")
             if len(refresh_id) > REFRESH_ID_LENGTH:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +25,10 @@ DEFAULT_HEARTBEAT = 30
 DEFAULT_BLOCKED_TIMEOUT = 300
 
 
+# pika raises these whenever a connection ends during its handshake, whether the broker refused the
+# login (its reason names ACCESS_REFUSED / NOT_ALLOWED) or the network reset the connection.
+_PROBABLE = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)
+_REFUSED = re.compile(r"ACCESS_REFUSED|NOT_ALLOWED|\b40[23]\b|\b530\b")
 _CONFIG_ERRORS = (
     pika.exceptions.AuthenticationError,
     pika.exceptions.ProbableAuthenticationError,
@@ -54,6 +59,8 @@ def parameters(url: str, role: str) -> pika.URLParameters:
 def config_error(exc: BaseException, url: str) -> BrokerConfigError | None:
     """A `BrokerConfigError` explaining `exc` when it is a configuration error, else None."""
     where = redact_url(url)
+    if isinstance(exc, _PROBABLE) and not _REFUSED.search(str(exc)):
+        return None  # pika's guess when the link dropped during the handshake: a network failure
     if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
         return BrokerConfigError(
             f"RabbitMQ at {where} denied access to the virtual host (does it exist, and may this user use "

@@ -31,7 +31,8 @@ log = logging.getLogger("killreport_assets.transport.worker")
 
 class Action(Enum):
     ACK = "ack"
-    RETRY = "retry"  # republish to the retry queue, then ack
+    RETRY = "retry"  # republish to the retry queue as the next attempt, then ack
+    HAND_BACK = "hand back"  # republish to the retry queue as the same attempt (nothing was tried)
     DEAD = "dead"  # nack without requeue: the dead-letter queue
 
 
@@ -43,6 +44,7 @@ class WorkerOptions:
     summary_interval: float = 30.0
     drain_timeout: float = 30.0
     max_batch: int = 200
+    lease_ttl: float = 120.0  # see RefreshSettings.lease_ttl
 
     @property
     def bulk_threads(self) -> int:
@@ -96,10 +98,13 @@ class Delivery:
             redeliveries=_int_header(headers, DELIVERY_COUNT_HEADER, 0),
         )
 
-    def retry_later(self, retry_channel: BlockingChannel, esi_attempts: int) -> None:
+    def retry_later(
+        self, retry_channel: BlockingChannel, esi_attempts: int, *, next_attempt: bool = True
+    ) -> None:
         """Copy to the lane's retry queue (confirmed), then ack; if the broker refuses the copy, requeue.
-        Runs on the connection's thread."""
-        headers = {ATTEMPT_HEADER: self.attempt + 1, ESI_ATTEMPTS_HEADER: esi_attempts}
+        A copy is a new message, so its broker delivery count starts again. Runs on the
+        connection's thread."""
+        headers = {ATTEMPT_HEADER: self.attempt + next_attempt, ESI_ATTEMPTS_HEADER: esi_attempts}
         properties = pika.BasicProperties(
             delivery_mode=PERSISTENT_JSON.delivery_mode,
             content_type=PERSISTENT_JSON.content_type,

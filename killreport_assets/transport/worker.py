@@ -13,11 +13,18 @@ Threads, and why:
   cache), then has the main thread ack each message of the batch: a crash before the commit means
   a redelivery, a crash after it a harmless repeat of idempotent upserts.
 
-Failures: a transient one (ESI unavailable after the client's own retries, a database error, a bug)
-is republished to the lane's retry queue with its attempt number, and the original acked; the
-attempt past `max_attempts`, or a permanent ESI error, is recorded as failed in the ledger with its
-last error. A message that is no job is dead-lettered and logged with its body. A message that
-keeps killing workers is recorded failed on its last delivery before the broker's delivery limit.
+Before any ESI request the `JobGate` asks the ledger whether the job is still live: jobs of a
+refresh whose step ended or whose run died are skipped (acked, the ledger says why), duplicates of
+finished ones too, and no entity spends more than its per-refresh request budget.
+
+Failures: a transient one (ESI unavailable after the client's own retries, a bug) is republished to
+the lane's retry queue with its attempt number, and the original acked; the attempt past
+`max_attempts`, or a permanent ESI error, is recorded as failed in the ledger with its last error.
+A job that sent nothing (ESI paused by the circuit breaker past the hold time, the database
+unreachable) is handed back as the same attempt. While the database is unreachable the worker stops
+consuming (its prefetched jobs go back) and resumes once a probe connects, spending no attempts.
+A message that is no job is dead-lettered and logged with its body. A message that keeps killing
+workers is recorded failed on its last delivery before the broker's delivery limit.
 
 A lost connection is reopened with capped exponential backoff and jitter. Deliveries carry the
 connection generation they came from: settling one from an earlier connection is skipped (the
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import random
 import socket
@@ -42,10 +50,10 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from killreport_assets.envvars import redact_url
-from killreport_assets.esi import EsiClient
+from killreport_assets.esi import EsiClient, EsiPaused
 from killreport_assets.jobs import Job, JobDecodeError, LedgerStatus, Outcome
-from killreport_assets.jobs.handlers import handle
-from killreport_assets.storage import Storage, WriteCounts
+from killreport_assets.jobs.gate import JobGate, Skipped
+from killreport_assets.storage import Storage, WriteCounts, is_disconnect
 from killreport_assets.transport.amqp import close_quietly, config_error, parameters
 from killreport_assets.transport.deliveries import (
     Action,
@@ -55,12 +63,14 @@ from killreport_assets.transport.deliveries import (
     is_transient,
 )
 from killreport_assets.transport.topology import DELIVERY_LIMIT, Lane, Topology
-from killreport_assets.transport.writer import BatchWriter
+from killreport_assets.transport.writer import BatchWriter, first_line
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 _BODY_EXCERPT = 500
+# Seconds between database probes while it is unreachable (doubling up to the last).
+_DATABASE_PROBES = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class Worker:
@@ -75,7 +85,11 @@ class Worker:
         self._url = url
         self._params = parameters(url, "worker")
         self._topology = topology
+        self._storage = storage
         self._client = client
+        self._gate = JobGate(storage, lease_ttl=options.lease_ttl)
+        self._database_down = threading.Event()
+        self._database_lock = threading.Lock()
         self._options = options
         self._stopping = threading.Event()
         self._abandon = threading.Event()
@@ -154,14 +168,8 @@ class Worker:
             self._channel, self._retry_channel = channel, retry_channel
             self._cancelled_by_broker = False
             self._consumer_tags = []
-            for lane in self._options.lanes:
-                # Per-consumer prefetch (RabbitMQ applies basic.qos to the consumers created after it).
-                prefetch = self._options.enrichment_threads if lane.enrichment else self._options.concurrency
-                channel.basic_qos(prefetch_count=prefetch)
-                tag = channel.basic_consume(
-                    lane.queue, functools.partial(self._on_message, self._generation, connection, lane)
-                )
-                self._consumer_tags.append(tag)
+            if not self._database_down.is_set():
+                self._consume(connection)
         except BaseException:
             close_quietly(connection)
             raise
@@ -175,20 +183,42 @@ class Worker:
         )
         return connection
 
+    def _consume(self, connection: BlockingConnection) -> None:
+        assert self._channel is not None
+        for lane in self._options.lanes:
+            # Per-consumer prefetch (RabbitMQ applies basic.qos to the consumers created after it).
+            prefetch = self._options.enrichment_threads if lane.enrichment else self._options.concurrency
+            self._channel.basic_qos(prefetch_count=prefetch)
+            tag = self._channel.basic_consume(
+                lane.queue, functools.partial(self._on_message, self._generation, connection, lane)
+            )
+            self._consumer_tags.append(tag)
+
+    def _stop_consuming(self) -> None:
+        """Cancel the consumers: prefetched messages not yet handed to a job thread go back at once."""
+        assert self._channel is not None
+        for tag in self._consumer_tags:
+            self._channel.basic_cancel(tag)
+        self._consumer_tags = []
+
     def _serve(self, connection: BlockingConnection) -> None:
         while not self._stopping.is_set():
             connection.process_data_events(time_limit=1.0)
             if self._cancelled_by_broker:
                 raise _Resubscribe("RabbitMQ cancelled a consumer (queue deleted or moved)")
+            if self._database_down.is_set() and self._consumer_tags:
+                log.warning("the database is unreachable: not taking jobs until it answers again")
+                self._stop_consuming()
+            elif not self._database_down.is_set() and not self._consumer_tags:
+                log.info("the database answers again: taking jobs")
+                self._consume(connection)
             self._stats.maybe_log(self._options.summary_interval, self._in_flight)
         self._drain(connection)
 
     def _drain(self, connection: BlockingConnection) -> None:
         """Cancel the consumers (undispatched prefetched messages go back at once), let the in-flight
         jobs finish and be acked, and return whatever is left after the drain timeout."""
-        assert self._channel is not None
-        for tag in self._consumer_tags:
-            self._channel.basic_cancel(tag)
+        self._stop_consuming()
         if self._in_flight:
             log.info(
                 "stopping: finishing %d in-flight job(s) (signal again to return them now)", self._in_flight
@@ -255,15 +285,32 @@ class Worker:
     def _work(self, delivery: Delivery, job: Job) -> None:
         started = time.monotonic()
         try:
-            outcome = handle(job, self._client)
-            transient = is_transient(outcome)
-        except Exception as exc:  # a bug or the database (the HTTP cache): retried like an ESI outage
-            log.exception("%s %d failed unexpectedly", job.kind, job.entity_id)
-            outcome = Outcome(
-                job=job, status=LedgerStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000]
+            result = self._gate.run(job, self._client, spent=delivery.esi_attempts)
+        except EsiPaused as exc:
+            log.debug("handing back %s %d: %s", job.kind, job.entity_id, exc)
+            self._stats.add("handed back")
+            self._settle(delivery, Action.HAND_BACK, delivery.esi_attempts)
+            return
+        except Exception as exc:
+            if is_disconnect(exc):
+                self._database_lost(exc)
+                self._stats.add("handed back")
+                self._settle(delivery, Action.HAND_BACK, delivery.esi_attempts)
+                return
+            log.exception("%s %d failed unexpectedly", job.kind, job.entity_id)  # a bug: retried
+            result = Outcome(job=job, status=LedgerStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+        if isinstance(result, Skipped):
+            log.debug(
+                "skipping %s %d (refresh %s): %s", job.kind, job.entity_id, job.refresh_id, result.reason
             )
-            transient = True
-        outcome = dataclasses.replace(outcome, attempts=delivery.esi_attempts + outcome.attempts)
+            self._stats.add("skipped")
+            if result.outcome is None:
+                self._settle(delivery, Action.ACK)
+            else:
+                self._writer.put(result.outcome, delivery)
+            return
+        outcome = result
+        transient = is_transient(outcome)
         log.debug(
             "%s %d (refresh %s, attempt %d%s): %s%s in %.0f ms",
             job.kind,
@@ -276,6 +323,10 @@ class Worker:
             (time.monotonic() - started) * 1000,
         )
         if transient and delivery.attempt < self._options.max_attempts:
+            try:
+                self._gate.spent(job, outcome.attempts)
+            except Exception as exc:  # noqa: BLE001 - the retry matters more than the count
+                log.warning("cannot count the ESI requests of %s %d: %s", job.kind, job.entity_id, exc)
             self._stats.add("retried")
             self._settle(delivery, Action.RETRY, outcome.attempts)
             return
@@ -293,6 +344,11 @@ class Worker:
             self._settle(delivery, Action.ACK)
 
     def _not_written(self, outcome: Outcome, delivery: Delivery, exc: BaseException) -> None:
+        if is_disconnect(exc):
+            self._database_lost(exc)
+            self._stats.add("handed back")
+            self._settle(delivery, Action.HAND_BACK, delivery.esi_attempts)
+            return
         if delivery.attempt < self._options.max_attempts and delivery.redeliveries < DELIVERY_LIMIT:
             self._stats.add("retried")
             self._settle(delivery, Action.RETRY, outcome.attempts)
@@ -331,7 +387,32 @@ class Worker:
             delivery.channel.basic_nack(delivery.tag, requeue=False)
         else:
             assert self._retry_channel is not None
-            delivery.retry_later(self._retry_channel, esi_attempts)
+            delivery.retry_later(self._retry_channel, esi_attempts, next_attempt=action is Action.RETRY)
+
+    # -- the database (any thread) -----------------------------------------------------------------
+
+    def _database_lost(self, exc: BaseException) -> None:
+        """Stop taking jobs and probe the database from a thread of its own until it answers."""
+        with self._database_lock:
+            if self._database_down.is_set():
+                return
+            self._database_down.set()
+        log.warning("the database is unreachable (%s): handing jobs back until it answers", first_line(exc))
+        threading.Thread(target=self._probe_database, name="database-probe", daemon=True).start()
+
+    def _probe_database(self) -> None:
+        started = time.monotonic()
+        for attempt in itertools.count():
+            if self._stopping.wait(_DATABASE_PROBES[min(attempt, len(_DATABASE_PROBES) - 1)]):
+                return
+            try:
+                self._storage.ping()
+            except Exception as exc:  # noqa: BLE001 - still down
+                log.debug("database probe failed: %s", exc)
+                continue
+            log.info("the database answers again after %.0f s", time.monotonic() - started)
+            self._database_down.clear()
+            return
 
 
 class _Resubscribe(Exception):

@@ -18,10 +18,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-import sqlalchemy as sa
-
 from killreport_assets.jobs import LedgerStatus, Outcome
-from killreport_assets.storage import Storage, WriteCounts
+from killreport_assets.storage import Storage, WriteCounts, is_disconnect
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ class BatchWriter(Generic[T]):
     def _refused(self, outcome: Outcome, tag: T, exc: Exception) -> None:
         """The database refused this outcome's data: record the entity failed, with the reason."""
         job = outcome.job
-        reason = f"the database refused {job.kind} {job.entity_id}: {_first_line(exc)}"
+        reason = f"the database refused {job.kind} {job.entity_id}: {first_line(exc)}"
         log.error("%s; recording it as failed", reason)
         failed = dataclasses.replace(
             outcome, status=LedgerStatus.FAILED, value=None, response=None, error=reason[:2000]
@@ -106,11 +104,6 @@ class BatchWriter(Generic[T]):
         self._written([(failed, tag)], counts)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """The database is unreachable (not: it refused this data)."""
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
