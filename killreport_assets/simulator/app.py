@@ -18,6 +18,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -262,7 +263,7 @@ class EsiEndpoint:
         if compat_error is not None:
             return Answer.error(400, compat_error)
         if spec.kind == NAMES:
-            return self.names(await request.body())
+            return self.names(await bounded_body(request, NAMES_BODY_LIMIT))
         if spec.kind == ALLIANCES:
             entity_id = 0
         else:
@@ -344,7 +345,7 @@ class AdminApi:
 
     @staticmethod
     async def payload(request: Request) -> dict[str, Any]:
-        raw = await request.body()
+        raw = await bounded_body(request, CONTROL_BODY_LIMIT)
         value = json.loads(raw) if raw.strip() else {}
         if not isinstance(value, dict):
             raise ValueError("expected a JSON object")
@@ -435,3 +436,22 @@ def create_app(state: SimulatorState) -> Starlette:
     )
     app.state.simulator = state
     return app
+
+
+# Request bodies are read only up to these sizes (the control API's are a few settings; ESI's
+# POST /universe/names takes at most 1000 IDs), so no client can make the simulator hold a huge body.
+CONTROL_BODY_LIMIT = 64 * 1024
+NAMES_BODY_LIMIT = 256 * 1024
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 once it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body over {limit} bytes")
+    return bytes(body)
