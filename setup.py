@@ -45,6 +45,8 @@ setup(
             "ruff>=0.6",
             # Drives Debian's Chromium (/usr/bin/chromium) in the UI test; no browser download needed.
             "playwright>=1.40",
+            # The dependency audit of .ci/run (.ci/audit): PyPA's own checker of PyPI advisories.
+            "pip-audit>=2.7",
         ],
     },
     entry_points={"console_scripts": ["killreport=killreport_assets.cli:main"]},
