@@ -26,9 +26,9 @@ DEFAULT_BLOCKED_TIMEOUT = 300
 
 
 # pika raises these whenever a connection ends during its handshake, whether the broker refused the
-# login (its reason names ACCESS_REFUSED / NOT_ALLOWED) or the network reset the connection.
-_PROBABLE = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError)
-_REFUSED = re.compile(r"ACCESS_REFUSED|NOT_ALLOWED|\b40[23]\b|\b530\b")
+# login or spoke another protocol, or the network reset the connection (then its message names the
+# lost stream): only the former are configuration errors.
+_LOST_LINK = re.compile(r"StreamLostError|Connection reset|ConnectionResetError|EOF|timed out", re.I)
 _CONFIG_ERRORS = (
     pika.exceptions.AuthenticationError,
     pika.exceptions.ProbableAuthenticationError,
@@ -59,7 +59,7 @@ def parameters(url: str, role: str) -> pika.URLParameters:
 def config_error(exc: BaseException, url: str) -> BrokerConfigError | None:
     """A `BrokerConfigError` explaining `exc` when it is a configuration error, else None."""
     where = redact_url(url)
-    if isinstance(exc, _PROBABLE) and not _REFUSED.search(str(exc)):
+    if isinstance(exc, _CONFIG_ERRORS) and _LOST_LINK.search(str(exc)):
         return None  # pika's guess when the link dropped during the handshake: a network failure
     if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
         return BrokerConfigError(
