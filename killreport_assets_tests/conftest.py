@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 
 from killreport_assets_tests.databases import database
 from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack
+from killreport_assets_tests.reliability import ROWS
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """docs/reliability.md shows one run: drop the scenario rows of earlier sessions."""
+    shutil.rmtree(ROWS, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,6 +1,7 @@
 """What real ESI does that the simulator's universe does not: a wrapper in front of the simulator's
 app that edits chosen answers (player text with NUL, a date without offset, values the database
-cannot hold), truncates the alliance list, or answers a stray 404, and counts requests per path.
+cannot hold), truncates the alliance list, answers a stray 404, a path that keeps failing, or an
+outage of every route, and counts requests per path.
 
 Written here, beside the tests that need it, so the simulator stays an independent model of ESI.
 """
@@ -22,12 +23,18 @@ class Faults:
     edits: dict[str, Edit] = field(default_factory=dict)  # path → how to change its 200 body
     not_found: dict[str, int] = field(default_factory=dict)  # path → how many more 404s to answer
     truncate_alliances: int | None = None  # keep only this many IDs of /alliances
+    failing: dict[str, int] = field(default_factory=dict)  # path → the 5xx it always answers
+    raw: dict[str, bytes] = field(default_factory=dict)  # path → a 200 with exactly this body
+    outage: int | None = None  # every ESI route answers this 5xx while set
     requests: Counter[str] = field(default_factory=Counter)  # path → requests seen
 
     def clear(self) -> None:
         self.edits.clear()
         self.not_found.clear()
+        self.failing.clear()
+        self.raw.clear()
         self.truncate_alliances = None
+        self.outage = None
 
 
 _VERSION = re.compile(r"^/(latest|legacy|dev|v\d+)(?=/)")
@@ -51,6 +58,15 @@ class FaultyEsi:
             return
         path = normalise(scope["path"])
         self.faults.requests[path] += 1
+        if path in self.faults.raw:
+            headers = [(b"content-type", b"application/json"), (b"cache-control", b"public, max-age=300")]
+            await _send(send, 200, headers, self.faults.raw[path])
+            return
+        status = self.faults.outage or self.faults.failing.get(path)
+        if status is not None:
+            body = b'{"error":"The datasource tranquility is temporarily unavailable"}'
+            await _send(send, status, [(b"content-type", b"application/json")], body)
+            return
         if self.faults.not_found.get(path, 0) > 0:
             self.faults.not_found[path] -= 1
             await _send(send, 404, [(b"content-type", b"application/json")], b'{"error":"Not found"}')

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -92,17 +93,18 @@ class WorkerProcess:
 
 
 class RabbitStack:
-    """A fresh vhost and PostgreSQL database, the workers started on them, and helpers to look at both.
+    """A fresh vhost and PostgreSQL database (or `database_url`), the workers started on them, and
+    helpers to look at both.
 
     On exit every worker still running gets SIGTERM and must exit 0; the vhost and database are dropped.
     """
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, database_url: str | None = None) -> None:
         self._tmp_path = tmp_path
         self.vhost = f"killreport_test_{uuid.uuid4().hex[:12]}"
         self.url = f"amqp://guest:guest@{RABBITMQ_ADDRESS}/{self.vhost}"
         self.workers: list[WorkerProcess] = []
-        self._database = postgres_database()
+        self._database = postgres_database() if database_url is None else nullcontext(database_url)
         self.database_url = ""
         self.storage: Storage | None = None
 
@@ -135,10 +137,11 @@ class RabbitStack:
             "KILLREPORT_ESI_BASE_URL": esi_url,
         }
 
+    def worker_log(self, name: str | None = None) -> Path:
+        return self._tmp_path / f"worker-{name or len(self.workers) + 1}.log"
+
     def start_worker(self, esi_url: str, *args: str, module: str = "killreport_assets.cli") -> WorkerProcess:
-        worker = WorkerProcess(
-            self.worker_env(esi_url), self._tmp_path / f"worker-{len(self.workers) + 1}.log", args, module
-        )
+        worker = WorkerProcess(self.worker_env(esi_url), self.worker_log(), args, module)
         self.workers.append(worker)
         return worker
 

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from killreport_assets.definitions import defs
 from killreport_assets.schedules import REFRESH_TAG, build_daily_refresh_schedule
 from killreport_assets.settings import Settings, SettingsError, schedule_hour
+from killreport_assets_tests.test_deployment import code_variables
 
 FIVE = {"alliances", "alliance_corporations", "corporations", "alliance_snapshot", "corporation_snapshot"}
 
@@ -120,3 +122,36 @@ def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
 
     assert redact_url(url) == shown
     assert "hunter2" not in redact_url(url) and "hun/ter@2" not in redact_url(url)
+
+
+FREE_TEXT = {"KILLREPORT_ESI_CONTACT", "KILLREPORT_LOG_FILE"}  # any non-empty text is a valid value
+
+
+@pytest.mark.parametrize("name", sorted(code_variables() - FREE_TEXT))
+def test_every_setting_with_a_wrong_value_is_refused_naming_it(name: str) -> None:
+    """Every variable the code reads, set to garbage: one clear error that names it."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: "-not a value-"})
+
+
+@pytest.mark.parametrize("command", [["worker"], ["queues"], ["enqueue", "corporation", "1"]])
+def test_a_command_with_a_wrong_setting_exits_non_zero_naming_it_and_writes_nothing(
+    command: list[str], tmp_path: Path
+) -> None:
+    database = tmp_path / "untouched.db"
+    env = {
+        **os.environ,
+        "KILLREPORT_DATABASE_URL": f"sqlite:///{database}",
+        "KILLREPORT_RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "KILLREPORT_RETRY_DELAY_SECONDS": "soon",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "killreport_assets.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "KILLREPORT_RETRY_DELAY_SECONDS" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+    assert not database.exists(), "nothing written"

@@ -160,7 +160,7 @@ def test_the_image_holds_the_instance_and_the_shared_storage(compose: dict[str, 
 def test_variables_are_the_documented_ones() -> None:
     """Every variable the code reads is passed to the services, listed in .env.example and documented;
     every variable the compose file interpolates is in .env.example, and nothing more."""
-    code = _code_variables()
+    code = code_variables()
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     passed = set(raw["x-killreport-env"])
     assert passed == code, f"missing: {sorted(code - passed)}, unknown: {sorted(passed - code)}"
@@ -251,7 +251,7 @@ def test_local_development_does_not_read_the_production_config() -> None:
     assert not (REPO / "dagster.yaml").exists()
 
 
-def _code_variables() -> set[str]:
+def code_variables() -> set[str]:
     names: set[str] = set()
     for path in (REPO / "killreport_assets").rglob("*.py"):
         names |= set(re.findall(r"[\"'](KILLREPORT_[A-Z0-9_]+)[\"']", path.read_text()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from datetime import UTC, datetime
 from datetime import time as time_of_day
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from killreport_assets.esi import EsiConfig, EsiGovernor
+from killreport_assets.esi import EsiConfig, EsiGovernor, EsiPaused
 
 from .esi_support import ManualClock
 
@@ -23,7 +25,7 @@ def make_governor(clock: ManualClock, **options: Any) -> tuple[EsiGovernor, list
     settings: dict[str, Any] = {"contact": "ops@example.com", "max_requests_per_second": 20.0, **options}
     pauses: list[tuple[str, float]] = []
     governor = EsiGovernor(
-        EsiConfig(**settings), clock=clock, on_pause=lambda *p: pauses.append(p), downtime_jitter=0.0
+        EsiConfig(**settings), clock=clock, on_pause=lambda *p: pauses.append(p), rng=random.Random(7)
     )
     return governor, pauses
 
@@ -149,15 +151,23 @@ def test_a_group_running_low_is_slowed_down_alone() -> None:
         (datetime(2026, 8, 1, 11, 5, tzinfo=UTC), time_of_day(11, 0), time_of_day(11, 0), None),
     ],
 )
-def test_downtime_pause_lasts_until_the_window_ends(
+def test_downtime_503_opens_the_circuit_only_inside_the_window(
     now: datetime, start: time_of_day, end: time_of_day, left: float | None
 ) -> None:
+    """Inside the window a 502/503 holds every request until a probe (about every 30 s) answers,
+    however much of the window is left; outside it, it is an ordinary failure."""
     clock = ManualClock(now)
     governor, pauses = make_governor(clock, downtime_start=start, downtime_end=end)
     assert governor.downtime_pause() is (left is not None)
-    if left is not None:
-        assert pauses == [("downtime", pytest.approx(left))]
-        assert send(governor) == {"downtime": pytest.approx(left)}
+    if left is None:
+        assert pauses == [] and governor.paused() is None
+        return
+    assert governor.paused() == "downtime"
+    assert [reason for reason, _ in pauses] == ["downtime"] and 24 <= pauses[0][1] <= 36
+    with governor.permit(ROUTE) as probe:
+        governor.settle(probe, ok=True)
+    assert probe.probe and probe.waits["downtime"] == pytest.approx(pauses[0][1], abs=0.01)
+    assert governor.paused() is None and pauses[-1] == ("downtime", 0.0), "the pause ended at the probe"
 
 
 def test_shared_governor_is_one_per_esi() -> None:
@@ -166,3 +176,43 @@ def test_shared_governor_is_one_per_esi() -> None:
     other = EsiConfig(base_url="http://127.0.0.1:2", contact="ops@example.com")
     assert EsiGovernor.shared(config) is EsiGovernor.shared(same)
     assert EsiGovernor.shared(config) is not EsiGovernor.shared(other)
+
+
+def test_mostly_failing_answers_open_the_circuit_and_one_good_probe_closes_it() -> None:
+    """16 of the last 20 answers failed: every request waits; probes (not the waiting requests) go
+    out at a growing interval, and the first one ESI answers lets everyone through."""
+    clock = ManualClock()
+    governor, pauses = make_governor(clock)
+    for ok in [True] * 4 + [False] * 16:
+        with governor.permit(ROUTE) as permit:
+            governor.settle(permit, ok)
+    assert governor.paused() == "outage" and pauses[-1][0] == "outage"
+    answers = iter([False, False, True])
+    probes: list[float] = []
+
+    def probe() -> bool:
+        probes.append(clock.monotonic())
+        return next(answers)
+
+    with governor.permit(ROUTE, probe=probe) as permit:
+        governor.settle(permit, True)
+    assert not permit.probe and governor.paused() is None and pauses[-1] == ("outage", 0.0)
+    gaps = [later - earlier for earlier, later in zip(probes, probes[1:], strict=False)]
+    assert len(probes) == 3 and 8 <= gaps[0] <= 12 and 16 <= gaps[1] <= 24, "the interval doubles"
+
+
+def test_a_request_held_by_an_open_circuit_is_handed_back_or_aborted() -> None:
+    clock = ManualClock()
+    config = EsiConfig(contact="ops@example.com")
+    governor = EsiGovernor(config, clock=clock, max_hold=30.0)
+    for _ in range(10):
+        with governor.permit(ROUTE) as permit:
+            governor.settle(permit, False)
+    assert governor.paused() == "outage"
+    with pytest.raises(EsiPaused, match="paused"), governor.permit(ROUTE, probe=lambda: False):
+        pass
+    assert 30 <= clock.monotonic() - 1000.0 < 40, "held for max_hold, not forever"
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(EsiPaused, match="closed"), governor.permit(ROUTE, stop):
+        pass

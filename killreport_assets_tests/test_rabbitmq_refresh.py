@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
+from killreport_assets.jobs.gate import ENTITY_REQUEST_BUDGET
 from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
@@ -30,6 +32,7 @@ from killreport_assets_tests.refresh_support import (
     materialize_all,
     table_dump,
 )
+from killreport_assets_tests.reliability import Row, damage, record
 from killreport_assets_tests.test_refresh import UNIVERSE, NightClock
 
 # Columns set to "now" by a run: compared by which run set them, not by their value.
@@ -124,7 +127,7 @@ def test_two_days_with_two_workers_end_with_the_same_tables_as_embedded_mode(sta
             sa.select(ledger).where(ledger.c.refresh_id == rabbit.run_ids[-1], ledger.c.entity_id == poison),
         )[0]
         assert (row.status, row.http_status) == ("failed", 500)
-        assert row.attempts == 3 * 4 and "gave up after 3 attempts" in row.last_error
+        assert row.attempts == ENTITY_REQUEST_BUDGET and "gave up after 3 attempts" in row.last_error
         embedded_storage.dispose()
     for worker in stack.workers:
         assert "Traceback" not in worker.log(), worker.log_path
@@ -135,6 +138,32 @@ def _refresh_in_background(resource: Mapping[str, Any]) -> tuple[threading.Threa
     thread = threading.Thread(target=lambda: outcome.update(result=materialize_all(resource)))
     thread.start()
     return thread, outcome
+
+
+def _record(
+    key: str,
+    injected: str,
+    scenario: str,
+    expected: str,
+    stack: RabbitStack,
+    simulator: SimulatorServer,
+    recovery: float,
+) -> None:
+    assert stack.storage is not None
+    found = damage(stack.storage, simulator.universe)
+    record(
+        Row(
+            key,
+            injected,
+            scenario,
+            expected,
+            found.lost,
+            found.duplicated,
+            found.stale,
+            "–",
+            round(recovery, 1),
+        )
+    )
 
 
 def _assert_every_corporation_once(stack: RabbitStack, simulator: SimulatorServer, run_id: str) -> None:
@@ -154,28 +183,43 @@ SLOW_UNIVERSE = SimulatorConfig(seed=31, alliances=80, corporations=400, latency
 def test_workers_killed_or_stopped_in_the_middle_of_the_corporations_step_lose_nothing(
     stack: RabbitStack,
 ) -> None:
+    """Three workers SIGKILLed one after the other (at 60, 120 and 180 corporations), a fourth
+    stopped with SIGTERM: every corporation is stored once, by the survivor and the stopping one."""
     with SimulatorServer(SLOW_UNIVERSE) as simulator:
-        doomed, stopped, survivor = (
-            stack.start_worker(simulator.url, "--concurrency", "2") for _ in range(3)
+        *doomed, stopped, survivor = (
+            stack.start_worker(simulator.url, "--concurrency", "2") for _ in range(5)
         )
-        stack.wait_for_consumers("killreport.corporations", 3)
+        stack.wait_for_consumers("killreport.corporations", 5)
         thread, outcome = _refresh_in_background(stack.resources(simulator.url))
         try:
-            wait_for(
-                lambda: stack.progress("corporations").finished >= 60, "the corporations step to be under way"
-            )
-            doomed.kill()
+            for worker, when in zip(doomed, (60, 120, 180), strict=True):
+                wait_for(
+                    lambda when=when: stack.progress("corporations").finished >= when,
+                    f"{when} corporations finished",
+                )
+                worker.kill()
             assert stopped.stop() == 0, "SIGTERM: finish the in-flight jobs, exit 0"
-            assert stack.progress("corporations").pending > 100, "both left in the middle of the step"
+            assert stack.progress("corporations").pending > 100, "all left in the middle of the step"
+            faulted = time.monotonic()
         finally:
             thread.join(300)
         result = outcome["result"]
         assert result.success
         _assert_every_corporation_once(stack, simulator, result.run_id)
-    # RabbitMQ hands the killed worker's unacked jobs to whichever consumer it picks, the stopping one
+        _record(
+            "1",
+            "three of five workers SIGKILLed one after another, a fourth stopped with SIGTERM, mid "
+            "corporations step",
+            "worker processes dying",
+            "unacked jobs redelivered to the survivors; every corporation stored once",
+            stack,
+            simulator,
+            time.monotonic() - faulted,
+        )
+    # RabbitMQ hands the killed workers' unacked jobs to whichever consumer it picks, the stopping one
     # included, which may return one again ("redelivery 2").
     logs = survivor.log() + stopped.log()
-    assert re.search(r"redelivery [12]\b", logs), "the killed worker's unacked jobs were redelivered"
+    assert re.search(r"redelivery [123]\b", logs), "the killed workers' unacked jobs were redelivered"
     assert "returning" not in stopped.log(), "the stopped worker finished its jobs instead of returning them"
 
 
@@ -192,10 +236,20 @@ def test_a_broker_restart_in_the_middle_of_a_step_is_survived(stack: RabbitStack
             rabbitmqctl("start_app")
             rabbitmqctl("await_startup")
             assert stack.progress("corporations").pending > 0, "restarted in the middle of the step"
+            faulted = time.monotonic()
         finally:
             thread.join(300)
         result = outcome["result"]
         assert result.success
         _assert_every_corporation_once(stack, simulator, result.run_id)
+        _record(
+            "3",
+            "`rabbitmqctl stop_app` + `start_app` of the broker mid corporations step (2 workers)",
+            "a broker restart",
+            "workers and the run reconnect; nothing lost or duplicated",
+            stack,
+            simulator,
+            time.monotonic() - faulted,
+        )
     for worker in workers:
         assert "reconnecting in" in worker.log()

@@ -132,6 +132,10 @@ def test_configuration_errors_are_told_from_outages_without_leaking_the_password
     assert clash is not None and "delete_queue" in str(clash)
     assert all("secret" not in str(e) for e in (login, vhost, clash))
     assert config_error(pika.exceptions.StreamLostError("reset"), url) is None
+    # pika's "probable" errors also come from a connection reset during the handshake: an outage
+    reset = 'StreamLostError: ("Stream connection lost: ConnectionResetError(104, ...)",)'
+    for guess in (pika.exceptions.ProbableAuthenticationError, pika.exceptions.IncompatibleProtocolError):
+        assert config_error(guess(reset), url) is None
     assert config_error(pika.exceptions.ConnectionClosedByBroker(320, "CONNECTION_FORCED"), url) is None
 
 

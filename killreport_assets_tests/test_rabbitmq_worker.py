@@ -15,6 +15,7 @@ import pika
 import sqlalchemy as sa
 
 from killreport_assets.jobs import Job
+from killreport_assets.jobs.gate import ENTITY_REQUEST_BUDGET
 from killreport_assets.registry import CORPORATIONS
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.transport.rabbitmq import enqueue_enrichment
@@ -26,6 +27,7 @@ from killreport_assets_tests.rabbit_support import (
     wait_for,
 )
 from killreport_assets_tests.refresh_support import assert_tables_match, failure_message, materialize_all
+from killreport_assets_tests.reliability import Row, damage, record
 
 
 def _publish_raw(url: str, queue: str, body: bytes) -> None:
@@ -61,7 +63,8 @@ def test_poison_entity_fails_after_bounded_attempts_and_garbage_is_dead_lettered
             sa.select(ledger).where(ledger.c.refresh_id == result.run_id, ledger.c.entity_id == poison),
         )[0]
         assert (row.status, row.http_status) == ("failed", 500)
-        assert row.attempts == 3 * 4, "3 queue-level attempts of 4 ESI requests each, then no more"
+        # 3 queue-level attempts of up to 4 requests each would be 12: the entity's budget stops at 10
+        assert row.attempts == ENTITY_REQUEST_BUDGET == simulator.stats()["faults"]["poison"]
         assert "HTTP 500" in row.last_error and "gave up after 3 attempts" in row.last_error
 
         assert stack.queue("killreport.corporations.dead")[0] == 1
@@ -71,6 +74,22 @@ def test_poison_entity_fails_after_bounded_attempts_and_garbage_is_dead_lettered
         assert "dead-lettering a message from killreport.corporations" in log and r"not a job\xff" in log
         assert "unsupported schema version 99" in log
         assert worker.process.poll() is None, "the worker carried on"
+        found = damage(stack.storage, simulator.universe)
+    record(
+        Row(
+            "6a",
+            "one corporation answering 500 to every request; garbage and a schema-99 message queued "
+            "(RabbitMQ mode)",
+            "a broken entity, bad messages",
+            "the entity fails with its reason after 10 requests (was 12), so it is the 1 lost, by design; "
+            "messages dead-lettered; the rest completes",
+            found.lost,
+            found.duplicated,
+            found.stale,
+            f"{row.attempts} for the failing corporation",
+            None,
+        )
+    )
 
 
 def test_a_refresh_without_workers_fails_within_seconds_saying_to_start_one(stack: RabbitStack) -> None:

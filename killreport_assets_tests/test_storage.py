@@ -136,6 +136,48 @@ def test_ledger_tracks_pending_and_keeps_finished_rows_on_retry(storage: Storage
     assert (progress.total, progress.pending, progress.finished) == (3, 2, 1)
 
 
+def test_withdrawn_rows_say_why_and_a_retried_step_takes_them_back(storage: Storage) -> None:
+    storage.ledger.add_pending(REFRESH, "corporations", [1, 2, 3])
+    storage.apply([done(CORPORATIONS, 1, corp(1))])
+    assert storage.ledger.withdraw(REFRESH, "corporations", "the step timed out") == 2
+    assert storage.ledger.state(REFRESH, "corporations", 2) == (LedgerStatus.WITHDRAWN, 0)
+    assert storage.ledger.failures(REFRESH, "corporations") == [
+        (2, "the step timed out"),
+        (3, "the step timed out"),
+    ]
+    storage.ledger.spend(REFRESH, "corporations", 2, 4)
+    storage.ledger.add_pending(REFRESH, "corporations", [1, 2, 3])
+    assert storage.ledger.pending_ids(REFRESH, "corporations") == [2, 3]
+    assert storage.ledger.state(REFRESH, "corporations", 2) == (LedgerStatus.PENDING, 4), (
+        "spent requests stay"
+    )
+    storage.apply([done(CORPORATIONS, 2, corp(2))])
+    assert storage.ledger.state(REFRESH, "corporations", 2) == (LedgerStatus.DONE, 5), "requests add up"
+
+
+def test_a_step_lease_goes_to_one_refresh_until_its_heartbeat_lapses(storage: Storage) -> None:
+    lease, dead = storage.leases.acquire("corporations", "night-1", "run 1", ttl=60)
+    assert (lease.refresh_id, dead) == ("night-1", None)
+    busy, _ = storage.leases.acquire("corporations", "manual-1", "run 2", ttl=60)
+    assert busy.refresh_id == "night-1" and busy.holder == "run 1", "the live holder keeps it"
+    again, _ = storage.leases.acquire("corporations", "night-1", "run 1 retried", ttl=60)
+    assert again.refresh_id == "night-1" and again.acquired_at == lease.acquired_at, (
+        "a retried step re-enters"
+    )
+    with storage.engine.begin() as conn:
+        conn.execute(
+            t.step_leases.update().values(heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+        )
+    taken, dead = storage.leases.acquire("corporations", "manual-1", "run 2", ttl=60)
+    assert taken.refresh_id == "manual-1" and dead is not None and dead.refresh_id == "night-1"
+    assert not storage.leases.heartbeat("corporations", "night-1"), "the old holder learns it lost the step"
+    assert storage.leases.heartbeat("corporations", "manual-1")
+    storage.leases.release("corporations", "night-1")  # not its lease any more: nothing happens
+    assert storage.leases.current()["corporations"].refresh_id == "manual-1"
+    storage.leases.release("corporations", "manual-1")
+    assert storage.leases.current() == {}
+
+
 def test_snapshots_replace_the_days_rows(storage: Storage) -> None:
     alliance = make_alliance(99000001)
     storage.apply(
