@@ -216,3 +216,24 @@ def test_a_request_held_by_an_open_circuit_is_handed_back_or_aborted() -> None:
     stop.set()
     with pytest.raises(EsiPaused, match="closed"), governor.permit(ROUTE, stop):
         pass
+
+
+def test_another_process_finding_esi_down_holds_this_one_too() -> None:
+    """A peer on the host reports an open circuit: requests here wait (without probing) until the
+    peer reports it closed, even though this process has seen no failure itself."""
+    clock = ManualClock()
+    governor, _ = make_governor(clock)
+    reports: list[tuple[str, float] | None] = [("outage", 4.0), ("outage", 2.0), None]
+    reads: list[float] = []
+
+    def peers() -> tuple[str, float] | None:
+        reads.append(clock.monotonic())
+        return reports[min(len(reads) - 1, len(reports) - 1)]
+
+    stop = governor.watch_peers(peers)
+    waits = send(governor)
+    assert governor.paused() is None, "this process's own circuit stays closed"
+    # read once a second: still down at 0 s and 1 s, closed at 2 s
+    assert reads == [1000.0, 1001.0, 1002.0] and waits == {"outage": pytest.approx(2.0)}
+    stop()
+    assert send(governor).get("outage") is None

@@ -774,3 +774,51 @@ def test_esis_daily_downtime_pauses_without_attempts_and_is_not_a_stall(
             round(recovery, 1),
         )
     )
+
+
+def test_two_dagster_asset_materialize_commands_at_once_never_fetch_the_same_step(tmp_path: Path) -> None:
+    """`dagster asset materialize` bypasses any run queue: two of them started together against one
+    database (each with its own ephemeral Dagster instance, so no tag limit or pool can see the
+    other): one refreshes, the other exits non-zero naming the run that holds the step."""
+    # Slow answers (0.5 s): the alliances step alone takes seconds, so the two surely overlap.
+    with embedded(SimulatorConfig(seed=29, alliances=200, corporations=600, latency_ms=500)) as (
+        simulator,
+        faults,
+        storage,
+        resources,
+    ):
+        env = {
+            **os.environ,
+            "KILLREPORT_DATABASE_URL": storage.engine.url.render_as_string(hide_password=False),
+            "KILLREPORT_ESI_BASE_URL": simulator.url,
+            "KILLREPORT_ESI_MAX_RPS": TEST_ENV["KILLREPORT_ESI_MAX_RPS"],
+        }
+        env.pop("DAGSTER_HOME", None)
+        command = [str(BIN / "dagster"), "asset", "materialize", "-m", "killreport_assets", "--select", "*"]
+        runs = [
+            subprocess.Popen(
+                command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            for _ in range(2)
+        ]
+        outputs = [run.communicate(timeout=600)[0] for run in runs]
+        codes = sorted(run.returncode for run in runs)
+        assert_tables_match(storage, simulator.universe)
+        found = damage(storage, simulator.universe)
+    assert codes[0] == 0 and codes[1] != 0, codes
+    loser = next(out for run, out in zip(runs, outputs, strict=True) if run.returncode != 0)
+    assert "is already being refreshed by refresh" in loser and "Dagster run" in loser
+    record(
+        Row(
+            "9b",
+            "two `dagster asset materialize --select '*'` processes started together, one database, no "
+            "DAGSTER_HOME (no run queue, no pool)",
+            "a concurrent CLI refresh",
+            "one refreshes; the other exits non-zero naming the run that holds the step",
+            found.lost,
+            found.duplicated,
+            found.stale,
+            f"{sum(faults.requests.values())} in all (one refresh's worth)",
+            None,
+        )
+    )

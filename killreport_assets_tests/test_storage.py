@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 
 import pytest
 import sqlalchemy as sa
@@ -176,6 +177,22 @@ def test_a_step_lease_goes_to_one_refresh_until_its_heartbeat_lapses(storage: St
     assert storage.leases.current()["corporations"].refresh_id == "manual-1"
     storage.leases.release("corporations", "manual-1")
     assert storage.leases.current() == {}
+
+
+def test_a_process_sees_the_ip_wide_esi_pauses_of_the_others_on_its_host(storage: Storage) -> None:
+    here = socket.gethostname()
+    storage.pauses.reporter("worker 1")("outage", 30.0)
+    storage.pauses.reporter("worker 2")("rate_limited", 30.0)  # one route group: not shared
+    storage.pauses.record("worker 9 on another-host", "outage", 60.0)
+    assert storage.pauses.peers("worker 1")() is None, "its own pause and other hosts' are not peers'"
+    reason, seconds = storage.pauses.peers("worker 3")() or ("", 0.0)
+    assert reason == "outage" and 25 < seconds <= 30
+    storage.pauses.reporter("worker 1")("outage", 0.0)  # the circuit closed
+    assert storage.pauses.peers("worker 3")() is None
+    assert [source for source, *_ in storage.pauses.active()] == [
+        "worker 9 on another-host",
+        f"worker 2 on {here}",
+    ]
 
 
 def test_snapshots_replace_the_days_rows(storage: Storage) -> None:

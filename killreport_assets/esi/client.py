@@ -124,6 +124,11 @@ class EsiClient:
         """Why ESI requests are held by the circuit breaker right now (None: they are not)."""
         return self._governor.paused()
 
+    def watch_peers(self, peers: Callable[[], tuple[str, float] | None]) -> None:
+        """See `EsiGovernor.watch_peers`: hold requests while another process here finds ESI down
+        (until `close`)."""
+        self._listeners.append(self._governor.watch_peers(peers))
+
     def add_pause_listener(self, listener: Callable[[str, float], None]) -> None:
         """Report the process's ESI pauses to `listener(reason, seconds)` (0: ended) until `close`."""
         self._listeners.append(self._governor.add_pause_listener(listener))

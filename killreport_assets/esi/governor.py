@@ -17,6 +17,7 @@ bucket is empty. The governor keeps the process from getting there:
   downtime, the circuit breaker (`circuit.py`) stops every request and lets one probe through now
   and then; the first success resumes everyone. A request waits on an open circuit at most
   `max_hold` seconds, then `EsiPaused` hands its job back to be retried later without an attempt.
+  Other processes on the host that report such a pause (`watch_peers`) hold this one's requests too.
 
 Pauses are logged at INFO (reason and seconds) and reported to the pause listeners (seconds 0 when
 the circuit closes), which is how a step in another process learns that ESI is paused.
@@ -103,6 +104,9 @@ class EsiGovernor:
         self._downtime_probe = downtime_probe
         self._rng = rng or random.Random()
         self._circuit = Circuit(rng=self._rng)
+        self._peers: Callable[[], tuple[str, float] | None] | None = None
+        self._peers_read = float("-inf")
+        self._peer_pause: tuple[str, float] | None = None
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._lock = threading.Lock()
         self._pacer = Pacer()
@@ -164,6 +168,40 @@ class EsiGovernor:
                 if permit.probe and not permit.settled:
                     with self._lock:
                         self._circuit.abandon_probe()
+
+    def watch_peers(self, peers: Callable[[], tuple[str, float] | None]) -> Callable[[], None]:
+        """Also hold requests while `peers()` reports (reason, seconds left) of an outage, downtime
+        or error-limit pause another process on this host is in: they share ESI's view of this IP,
+        so one process finding ESI down stops the others too (it probes; they wait). Read at most
+        once a second; a failing read counts as no pause. Returns the function that stops it."""
+        with self._lock:
+            self._peers, self._peers_read = peers, float("-inf")
+
+        def stop() -> None:
+            with self._lock:
+                if self._peers is peers:
+                    self._peers, self._peer_pause = None, None
+
+        return stop
+
+    def _peer_hold(self, now: float) -> tuple[str, float] | None:
+        if self._peers is None:
+            return None
+        with self._lock:
+            fresh = now - self._peers_read < 1.0
+            cached = self._peer_pause
+        if not fresh:
+            try:
+                found = self._peers()
+            except Exception as exc:  # noqa: BLE001 - the database may be away; hold nothing then
+                logger.debug("cannot read other processes' ESI pauses: %s", exc)
+                found = None
+            cached = None if found is None else (found[0], now + found[1])
+            with self._lock:
+                self._peers_read, self._peer_pause = now, cached
+        if cached is None or cached[1] <= now:
+            return None
+        return cached
 
     def settle(self, permit: Permit, ok: bool) -> None:
         """Report whether the request answered (False: a 5xx, a timeout, no connection)."""
@@ -258,9 +296,12 @@ class EsiGovernor:
                 self.settle(permit, probe())
                 permit.probe = permit.settled = False
                 continue
+            hold_reason = self._circuit.reason
+            if circuit_until is None and not permit.probe and (peer := self._peer_hold(now)) is not None:
+                hold_reason, circuit_until = peer  # another process on this host found ESI down
             with self._lock:
                 if circuit_until is not None:
-                    blocked, until, new_hold = Wait(self._circuit.reason), circuit_until, False
+                    blocked, until, new_hold = Wait(hold_reason), circuit_until, False
                 else:
                     blocked, until, new_hold = self._blocked(route, now)
                 if circuit_until is not None and held >= self._max_hold:

@@ -33,8 +33,23 @@ class EsiPauses:
 
     def reporter(self, role: str) -> Callable[[str, float], None]:
         """A pause listener for this process, named `role` on this host."""
-        source = f"{role} on {socket.gethostname()}"
+        source = _source(role)
         return lambda reason, seconds: self.record(source, reason, seconds)
+
+    def peers(self, role: str) -> Callable[[], tuple[str, float] | None]:
+        """For the process named `role`: the longest outage, downtime or error-limit pause another
+        process on this host reports, as (reason, seconds left), or None."""
+        source = _source(role)
+        host = source.rsplit(" on ", 1)[1]
+
+        def held() -> tuple[str, float] | None:
+            now = utcnow()
+            for other, reason, until in self.active(now):
+                if other != source and other.endswith(f" on {host}") and reason in _SHARED_REASONS:
+                    return reason, (until - now).total_seconds()
+            return None
+
+        return held
 
     def active(self, now: dt.datetime | None = None) -> list[tuple[str, str, dt.datetime]]:
         """(source, reason, until) of every pause that has not ended, longest first."""
@@ -45,3 +60,11 @@ class EsiPauses:
         )
         with self._engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+
+
+# Pauses that hold for the whole IP, so for every process on the host (a 429 is per route group).
+_SHARED_REASONS = frozenset({"outage", "downtime", "error_limited"})
+
+
+def _source(role: str) -> str:
+    return f"{role} on {socket.gethostname()}"
