@@ -71,8 +71,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.configure_parser(demo_parser)
     demo_parser.set_defaults(run=demo.run)
 
-    migrate = commands.add_parser("migrate", help="create or upgrade the application database schema")
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the application database schema (KILLREPORT_DATABASE_URL)",
+        description="Create or upgrade the schema of the database KILLREPORT_DATABASE_URL names (default: "
+        "SQLite in $DAGSTER_HOME or the working directory). Every process also does this when it opens "
+        "the database; run it ahead to control when.",
+    )
+    shown = migrate.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--current",
+        action="store_true",
+        help="print the revision in place and the newest one; change nothing",
+    )
+    shown.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the SQL an upgrade would run on this database, for review; change nothing",
+    )
     migrate.set_defaults(run=_migrate)
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective settings (KILLREPORT_* and defaults), secrets hidden",
+        description="Every setting as the commands would use it: the KILLREPORT_* variables of this "
+        "environment, or the defaults. Passwords and secret URL parameters are hidden.",
+    )
+    config.set_defaults(run=_config)
 
     from killreport_assets import worker_cli
 
@@ -112,13 +137,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from killreport_assets.storage import Storage, migrate
+    from killreport_assets.storage import create_engine, migrate
+    from killreport_assets.storage.database import head_revision, revision_in_place, upgrade_sql
 
     url = database_url()
-    storage = Storage.open(url)
-    revision = migrate(storage.engine)
-    print(f"{redact_url(url)}: schema at revision {revision}")
-    storage.dispose()
+    engine = create_engine(url, pool_size=1, migrated=False)  # --current and --sql only look
+    try:
+        if args.sql:
+            sql = upgrade_sql(engine)
+            print(
+                sql or f"-- {redact_url(url)} is at the newest revision ({head_revision()}): nothing to run"
+            )
+        elif args.current:
+            revision, head = revision_in_place(engine), head_revision()
+            state = "up to date" if revision == head else "behind: run `killreport migrate` to upgrade"
+            print(
+                f"{redact_url(url)}: revision {revision or 'none (no schema yet)'}, newest {head} ({state})"
+            )
+        else:
+            print(f"{redact_url(url)}: schema at revision {migrate(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _config(_args: argparse.Namespace) -> int:
+    from killreport_assets.settings import Settings, effective
+
+    width = 0
+    rows = effective(Settings.from_env())
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
     return 0
 
 

@@ -6,6 +6,7 @@ would be valid, instead of surfacing later as an obscure failure deep inside a r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from killreport_assets.envvars import (
     non_empty,
     non_negative_int,
     positive,
+    redact_url,
     share,
     utc_window,
     webhook_url,
@@ -240,3 +242,28 @@ def default_database_url(environ: Mapping[str, str]) -> str:
     home = environ.get("DAGSTER_HOME")
     folder = Path(home) if home else Path.cwd()
     return f"sqlite:///{(folder / DEFAULT_DATABASE_FILE).resolve()}"
+
+
+def effective(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting as (dotted name, value) for `killreport config`: URLs without their
+    passwords or secret parameters, the alert webhook (a credential in itself) only as set or not."""
+    shown: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: object) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for item in dataclasses.fields(value):
+                walk(f"{prefix}{item.name}.", getattr(value, item.name))
+            return
+        name = prefix.rstrip(".")
+        if "webhook" in name:
+            text = "(not set)" if value is None else "*** (set)"
+        elif isinstance(value, str) and "://" in value:
+            text = redact_url(value)
+        elif isinstance(value, Mapping):
+            text = ", ".join(f"{k}={v}" for k, v in value.items())
+        else:
+            text = "(not set)" if value is None else str(value)
+        shown.append((name, text))
+
+    walk("", settings)
+    return shown

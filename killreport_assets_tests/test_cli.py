@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess
 from killreport_assets.storage import Storage
+from killreport_assets.storage.database import head_revision
 from killreport_assets_tests import schema as t
 from killreport_assets_tests.databases import postgres_database
 from killreport_assets_tests.db import scalar
@@ -123,3 +124,46 @@ def test_migrate_is_quiet_and_a_percent_threshold_is_understood(tmp_path: Path) 
     again = _killreport(tmp_path, "migrate")
     assert again.returncode == 0 and again.stderr == "", "nothing to upgrade, nothing said but the result"
     assert again.stdout.strip().endswith(f"schema at revision {head_revision()}")
+
+
+def test_migrate_current_and_sql_only_look_and_a_plain_migrate_upgrades(tmp_path: Path) -> None:
+    database = tmp_path / "review.db"
+    env = {"KILLREPORT_DATABASE_URL": f"sqlite:///{database}"}
+    url = f"sqlite:///{database}"
+
+    before = _killreport(tmp_path, "migrate", "--current", **env)
+    head = head_revision()
+    assert before.returncode == 0
+    assert (
+        before.stdout
+        == f"{url}: revision none (no schema yet), newest {head} (behind: run `killreport migrate` to upgrade)\n"
+    )
+    sql = _killreport(tmp_path, "migrate", "--sql", **env)
+    assert sql.returncode == 0 and "CREATE TABLE step_leases" in sql.stdout
+    assert f"UPDATE alembic_version SET version_num='{head}'" in sql.stdout
+    assert sa.inspect(sa.create_engine(url)).get_table_names() == [], "--current and --sql changed nothing"
+
+    assert _killreport(tmp_path, "migrate", **env).stdout == f"{url}: schema at revision {head}\n"
+    after = _killreport(tmp_path, "migrate", "--current", **env)
+    assert after.stdout == f"{url}: revision {head}, newest {head} (up to date)\n"
+    assert _killreport(tmp_path, "migrate", "--sql", **env).stdout.startswith("-- ")
+
+
+def test_config_prints_every_effective_setting_with_secrets_hidden(tmp_path: Path) -> None:
+    done = _killreport(
+        tmp_path,
+        "config",
+        KILLREPORT_DATABASE_URL="postgresql://killreport:pw7731/x@y@db.internal:5432/killreport?sslpassword=pw5520",
+        KILLREPORT_RABBITMQ_URL="amqp://killreport:pw8841@mq.internal:5672/%2F",
+        KILLREPORT_ALERT_WEBHOOK_URL="https://hooks.example.com/services/T0/B0/pw9912",
+        KILLREPORT_STALL_TIMEOUT_SECONDS="900",
+    )
+    assert done.returncode == 0, done.stderr
+    settings = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert (
+        settings["database_url"] == "postgresql://killreport:***@db.internal:5432/killreport?sslpassword=***"
+    )
+    assert settings["broker.url"] == "amqp://killreport:***@mq.internal:5672/%2F"
+    assert settings["alerts.webhook_url"] == "*** (set)"
+    assert settings["refresh.stall_timeout"] == "900.0" and settings["refresh.lease_ttl"] == "120.0"
+    assert "pw" not in done.stdout + done.stderr

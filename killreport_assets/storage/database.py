@@ -7,7 +7,10 @@ PostgreSQL advisory lock so that only one of them upgrades the schema.
 
 from __future__ import annotations
 
+import io
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,9 +38,12 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
-    """An engine for `url` with the schema migrated to the latest revision."""
+def create_engine(url: str, *, pool_size: int = 10, migrated: bool = True) -> sa.Engine:
+    """An engine for `url` with the schema migrated to the latest revision (`migrated=False`: as it
+    is, for commands that only look)."""
     engine = _engine(url, pool_size=pool_size)
+    if not migrated:
+        return engine
     with _migrated_lock:
         if url not in _migrated:
             migrate(engine)
@@ -73,16 +79,46 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def migrate(engine: sa.Engine) -> str | None:
     """Upgrade the schema to the newest revision; returns the revision now in place."""
-    config = Config()
+    config = _alembic_config()
+    with _opened(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = connection
+        if current_revision(connection) != head_revision():
+            command.upgrade(config, "head")
+        return current_revision(connection)
+
+
+def revision_in_place(engine: sa.Engine) -> str | None:
+    """The schema revision of the database (None: no schema yet); changes nothing."""
+    with _opened(engine), engine.connect() as connection:
+        return current_revision(connection)
+
+
+def upgrade_sql(engine: sa.Engine) -> str:
+    """The SQL `migrate` would run on this database, from its revision to the newest, for review
+    (Alembic's offline mode, in the database's dialect); changes nothing."""
+    start = revision_in_place(engine)
+    if start == head_revision():
+        return ""
+    buffer = io.StringIO()
+    config = _alembic_config(buffer)
+    config.attributes["offline_url"] = engine.url
+    command.upgrade(config, f"{start or 'base'}:head", sql=True)
+    return buffer.getvalue()
+
+
+def _alembic_config(output: io.StringIO | None = None) -> Config:
+    config = Config(output_buffer=output)
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@contextmanager
+def _opened(engine: sa.Engine) -> Iterator[None]:
+    """Turn "cannot connect" into one `DatabaseError` line naming the database (password hidden)."""
     try:
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-            config.attributes["connection"] = connection
-            if current_revision(connection) != head_revision():
-                command.upgrade(config, "head")
-            return current_revision(connection)
+        yield
     except sa.exc.OperationalError as exc:
         reason = " ".join(str(exc.orig).split())  # the driver's message spans lines
         raise DatabaseError(
@@ -96,9 +132,7 @@ def current_revision(connection: sa.Connection) -> str | None:
 
 
 def head_revision() -> str | None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def is_disconnect(exc: BaseException) -> bool:
