@@ -96,7 +96,11 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
+    # shutdown first: closing a socket another thread is blocked in recv() on leaves the connection
+    # open on Linux, and the peer would wait forever instead of seeing it cut.
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()

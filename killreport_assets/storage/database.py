@@ -65,7 +65,17 @@ def _engine(url: str, *, pool_size: int) -> sa.Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 10, "application_name": "killreport_assets"},
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": "killreport_assets",
+            # A link that dies without a reset (a network partition) fails its queries within about
+            # a minute instead of hanging the thread until the kernel's two-hour keepalive.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 60_000,
+        },
     )
 
 
