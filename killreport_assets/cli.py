@@ -164,7 +164,6 @@ def _migrate(args: argparse.Namespace) -> int:
 def _config(_args: argparse.Namespace) -> int:
     from killreport_assets.settings import Settings, effective
 
-    width = 0
     rows = effective(Settings.from_env())
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -11,7 +11,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,43 +82,42 @@ def run_step(
     refresh that finds the step taken."""
     started = time.monotonic()
     step = kind.name
+    with _leased(
+        storage, refresh_id, step, holder or f"pid {os.getpid()} on {socket.gethostname()}", policy, log
+    ):
+        storage.ledger.add_pending(refresh_id, step, entity_ids)
+        pending = storage.ledger.pending_ids(refresh_id, step)
+        log.info(
+            "%s: %d entities, %d to fetch (%d already finished in this refresh)",
+            step,
+            len(set(entity_ids)),
+            len(pending),
+            len(set(entity_ids)) - len(pending),
+        )
+        transport.submit([Job(refresh_id, kind, i) for i in pending])
+        progress = wait_for_step(storage, transport, refresh_id, step, policy, log)
+        return StepOutcome(
+            progress=progress,
+            failures=storage.ledger.failures(refresh_id, step),
+            seconds=time.monotonic() - started,
+        )
+
+
+@contextmanager
+def _leased(
+    storage: Storage, refresh_id: str, step: str, holder: str, policy: WaitPolicy, log: Log
+) -> Iterator[None]:
+    """Hold the step's lease around the body; however the body ends, withdraw what it left pending
+    and give the lease back."""
     ttl = policy.lease_ttl
-    _take_lease(storage, refresh_id, step, holder or f"pid {os.getpid()} on {socket.gethostname()}", ttl, log)
+    _take_lease(storage, refresh_id, step, holder, ttl, log)
     try:
-        return _run_leased(storage, transport, refresh_id, kind, entity_ids, policy, log, started)
+        yield
     except BaseException as exc:
         _withdraw(storage, refresh_id, step, exc, ttl, log)
         raise
     finally:
         _quietly(log, "give back the lease of", step, ttl, lambda: storage.leases.release(step, refresh_id))
-
-
-def _run_leased(
-    storage: Storage,
-    transport: Transport,
-    refresh_id: str,
-    kind: EntityKind,
-    entity_ids: Sequence[int],
-    policy: WaitPolicy,
-    log: Log,
-    started: float,
-) -> StepOutcome:
-    storage.ledger.add_pending(refresh_id, kind.name, entity_ids)
-    pending = storage.ledger.pending_ids(refresh_id, kind.name)
-    log.info(
-        "%s: %d entities, %d to fetch (%d already finished in this refresh)",
-        kind.name,
-        len(set(entity_ids)),
-        len(pending),
-        len(set(entity_ids)) - len(pending),
-    )
-    transport.submit([Job(refresh_id, kind, i) for i in pending])
-    progress = wait_for_step(storage, transport, refresh_id, kind.name, policy, log)
-    return StepOutcome(
-        progress=progress,
-        failures=storage.ledger.failures(refresh_id, kind.name),
-        seconds=time.monotonic() - started,
-    )
 
 
 def _take_lease(storage: Storage, refresh_id: str, step: str, holder: str, ttl: float, log: Log) -> None:
