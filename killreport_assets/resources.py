@@ -58,9 +58,7 @@ class EsiResource(dg.ConfigurableResource):
         database's ESI cache and reporting ESI pauses to it (so stall detection sees them)."""
         if self._client is None:
             self._client = EsiClient(self.config(), storage.cache)
-            role = f"Dagster step process {os.getpid()}"
-            self._client.add_pause_listener(storage.pauses.reporter(role))
-            self._client.watch_peers(storage.pauses.peers(role))
+            storage.coordinate(self._client, f"Dagster step process {os.getpid()}")
         return self._client
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -85,9 +85,7 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"killreport worker: {exc}", file=sys.stderr)
         return 2
     client = EsiClient(settings.esi, storage.cache)
-    role = f"killreport worker {os.getpid()}"
-    client.add_pause_listener(storage.pauses.reporter(role))
-    client.watch_peers(storage.pauses.peers(role))
+    storage.coordinate(client, f"killreport worker {os.getpid()}")
     worker = Worker(settings.rabbitmq_url, topology, storage, client, options)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -130,8 +130,8 @@ class RabbitStack:
 
     def worker_env(self, esi_url: str) -> dict[str, str]:
         return {
-            **os.environ,
             **TEST_ENV,
+            **os.environ,  # after TEST_ENV: a test's own settings (monkeypatched) reach the workers
             "KILLREPORT_DATABASE_URL": self.database_url,
             "KILLREPORT_RABBITMQ_URL": self.url,
             "KILLREPORT_ESI_BASE_URL": esi_url,

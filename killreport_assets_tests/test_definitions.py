@@ -72,15 +72,14 @@ def test_passwords_are_not_echoed_in_setting_errors() -> None:
     assert "hunter2" not in str(error.value)
 
 
-def test_the_error_limit_margin_reaches_the_esi_client_and_covers_the_concurrency() -> None:
+def test_the_error_limit_reserve_reaches_the_esi_client_and_needs_no_arithmetic() -> None:
+    """The reserve is the fleet's, not a sum of concurrencies: any concurrency goes with any reserve."""
     shared_ip = Settings.from_env(
-        {"KILLREPORT_ESI_CONCURRENCY": "10", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "40"}
+        {"KILLREPORT_ESI_CONCURRENCY": "50", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "5"}
     )
-    assert shared_ip.esi.error_margin == 40
-    with pytest.raises(
-        SettingsError, match="KILLREPORT_ESI_ERROR_LIMIT_MARGIN=5 and KILLREPORT_ESI_CONCURRENCY=10"
-    ):
-        Settings.from_env({"KILLREPORT_ESI_CONCURRENCY": "10", "KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "5"})
+    assert shared_ip.esi.error_margin == 5
+    with pytest.raises(SettingsError, match="KILLREPORT_ESI_ERROR_LIMIT_MARGIN=100"):
+        Settings.from_env({"KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "100"})
 
 
 def test_a_bad_worker_only_setting_does_not_stop_the_code_location() -> None:

@@ -14,9 +14,9 @@ def test_defaults() -> None:
     config = EsiConfig(contact="ops@example.com")
     assert config.base_url == "https://esi.evetech.net"
     assert config.compatibility_date == date(2026, 7, 21)
-    assert config.error_margin == 20  # max(10, max_concurrency)
-    assert EsiConfig(contact="x", max_concurrency=4).error_margin == 10
-    assert EsiConfig(contact="x", max_concurrency=4, error_limit_margin=30).error_margin == 30
+    assert config.error_margin == 10  # the fleet's reserve, whatever the concurrency
+    assert EsiConfig(contact="x", max_concurrency=40).error_margin == 10
+    assert EsiConfig(contact="x", max_concurrency=40, error_limit_margin=5).error_margin == 5
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_defaults() -> None:
         ({"backoff_cap": 0.1}, "backoff_cap"),
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"read_timeout": -1}, "read_timeout"),
-        ({"error_limit_margin": 5}, "error_limit_margin"),  # below max_concurrency
+        ({"error_limit_margin": -1}, "error_limit_margin"),
         ({"error_limit_margin": 100}, "error_limit_margin"),  # at ESI's whole budget
         ({"downtime_start": "11:00"}, "downtime_start"),
         ({"downtime_end": time(11, 15, tzinfo=UTC)}, "downtime_end"),

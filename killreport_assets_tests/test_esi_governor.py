@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from datetime import time as time_of_day
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from killreport_assets.esi import EsiConfig, EsiGovernor, EsiPaused
+from killreport_assets.storage import Storage
+from killreport_assets.storage.fleet import EsiFleet
 
 from .esi_support import ManualClock
+from .rabbit_support import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -237,3 +243,77 @@ def test_another_process_finding_esi_down_holds_this_one_too() -> None:
     assert reads == [1000.0, 1001.0, 1002.0] and waits == {"outage": pytest.approx(2.0)}
     stop()
     assert send(governor).get("outage") is None
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[EsiFleet]:
+    """The fleet's tables in a real (SQLite) database."""
+    storage = Storage.open(f"sqlite:///{tmp_path / 'fleet.db'}")
+    yield storage.fleet
+    storage.dispose()
+
+
+def test_processes_sharing_a_budget_keep_its_rate_together(fleet: EsiFleet) -> None:
+    """Two processes (governors) on one budget of 20 requests/s: 60 requests take 3 s between
+    them, as one process would, not 1.5 s, and no second of it holds more than the budget plus the
+    one booked slice (0.1 s) a late slot may shift."""
+    clock = ManualClock()
+    governors = [make_governor(clock)[0] for _ in range(2)]
+    for number, governor in enumerate(governors):
+        governor.share_budget(fleet.share("https://esi.test", f"process {number}"))
+    started = clock.monotonic()
+    sent: list[float] = []
+    for index in range(60):
+        send(governors[index % 2])
+        sent.append(clock.monotonic())
+    assert clock.monotonic() - started == pytest.approx(2.95, abs=0.06)
+    assert max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent) <= 20 + 2
+    assert [g.stats()["fleet_members"] for g in governors] == [2, 2]
+
+
+def test_a_process_that_stops_sending_leaves_the_budget_to_the_others(fleet: EsiFleet) -> None:
+    clock = ManualClock()
+    busy, idle = make_governor(clock)[0], make_governor(clock)[0]
+    busy.share_budget(fleet.share("https://esi.test", "busy"))
+    leave = idle.share_budget(fleet.share("https://esi.test", "idle"))
+    send(idle)
+    leave()
+    clock.advance(1.0)
+    started = clock.monotonic()
+    for _ in range(20):
+        send(busy)
+    assert clock.monotonic() - started == pytest.approx(0.95, abs=0.06)  # the whole rate
+    assert busy.stats()["fleet_members"] == 1
+
+
+def test_requests_on_the_wire_are_capped_at_this_process_s_share_of_the_error_budget(
+    fleet: EsiFleet,
+) -> None:
+    """25 errors left, a reserve of 10 and three processes sending: this one may have
+    (25 − 10) ÷ 3 = 5 requests on the wire, whatever its concurrency; the sixth waits until one
+    answers. At 12 left the share is below one request: everything holds until the window resets."""
+    clock = ManualClock()
+    governor, pauses = make_governor(clock, max_concurrency=20, max_requests_per_second=1000.0)
+    for other in ("worker a", "worker b"):
+        fleet.heartbeat("https://esi.test", other, clock.now().timestamp(), 60.0)
+    governor.share_budget(fleet.share("https://esi.test", "worker c"))
+    send(governor, **limit(25, 30))
+    assert governor.stats()["fleet_members"] == 3
+    with contextlib.ExitStack() as on_wire:
+        for _ in range(5):
+            on_wire.enter_context(governor.permit(ROUTE))
+        entered = threading.Event()
+
+        def sixth() -> None:
+            with governor.permit(ROUTE):
+                entered.set()
+
+        thread = threading.Thread(target=sixth)
+        thread.start()
+        wait_for(lambda: governor.stats()["error_share_waits"], "the sixth request to wait", 10)
+        assert not entered.is_set()
+    thread.join(10)
+    assert entered.is_set(), "a request leaving the wire lets the next one on"
+    send(governor, **limit(12, 30))
+    assert send(governor, **limit(100, 60)) == {"error_limit_hold": pytest.approx(31.0, abs=0.01)}
+    assert pauses == [("error_limit_hold", pytest.approx(31.0, abs=0.01))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -193,6 +194,35 @@ def test_a_process_sees_the_ip_wide_esi_pauses_of_the_others_on_its_host(storage
         "worker 9 on another-host",
         f"worker 2 on {here}",
     ]
+
+
+def test_fleet_bookings_from_many_threads_never_overlap(storage: Storage) -> None:
+    """8 processes' threads booking 2 slots 10 ms apart, 25 times each, all at once: 400 slots,
+    back to back on one timeline, none shared."""
+    starts: list[float] = []
+
+    def book() -> None:
+        for _ in range(25):
+            starts.append(storage.fleet.book("https://esi.test", 2, 0.01, 1000.0))
+
+    threads = [threading.Thread(target=book) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(starts) == pytest.approx([1000.0 + 0.02 * i for i in range(200)])
+    assert storage.fleet.book("https://esi.test", 1, 0.01, 2000.0) == 2000.0, "an idle timeline starts now"
+    assert storage.fleet.book("https://other-esi.test", 1, 0.01, 1000.0) == 1000.0, "one timeline per ESI"
+
+
+def test_fleet_members_are_the_processes_that_sent_lately(storage: Storage) -> None:
+    fleet = storage.fleet
+    fleet.heartbeat("https://esi.test", "worker 1", 100.0, 3.0)
+    fleet.heartbeat("https://esi.test", "worker 2", 102.0, 3.0)
+    fleet.heartbeat("https://other-esi.test", "worker 9", 102.0, 3.0)
+    assert fleet.heartbeat("https://esi.test", "worker 3", 103.5, 3.0) == 2, "worker 1 went quiet"
+    fleet.leave("worker 2")
+    assert fleet.members("https://esi.test", 103.5, 3.0) == 1
 
 
 def test_snapshots_replace_the_days_rows(storage: Storage) -> None:

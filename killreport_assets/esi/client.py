@@ -19,6 +19,7 @@ from .cache import CacheEntry, HttpCache, MemoryCache, WritableCache
 from .clock import Clock
 from .config import EsiConfig
 from .errors import EsiBadRequest, EsiError, EsiPaused, EsiResponseInvalid, EsiUnavailable
+from .fleet import SharedBudget
 from .freshness import expires_at
 from .governor import EsiGovernor, Wait
 from .models import Alliance, AllianceHistoryEntry, Corporation, UniverseName
@@ -97,6 +98,10 @@ class EsiClient:
             transport=transport,
         )
 
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
     def __enter__(self) -> EsiClient:
         return self
 
@@ -128,6 +133,11 @@ class EsiClient:
         """See `EsiGovernor.watch_peers`: hold requests while another process here finds ESI down
         (until `close`)."""
         self._listeners.append(self._governor.watch_peers(peers))
+
+    def share_budget(self, budget: SharedBudget) -> None:
+        """See `EsiGovernor.share_budget`: keep the fleet's request and error budgets together with
+        the other processes on `budget` (until `close`)."""
+        self._listeners.append(self._governor.share_budget(budget))
 
     def add_pause_listener(self, listener: Callable[[str, float], None]) -> None:
         """Report the process's ESI pauses to `listener(reason, seconds)` (0: ended) until `close`."""

@@ -9,8 +9,10 @@ from urllib.parse import urlsplit
 
 # The first compatibility date with the current /corporations/{corporation_id} shape (tax_rates, state).
 MIN_COMPATIBILITY_DATE = date(2026, 7, 21)
-# ESI's documented error budget per window; a hold margin at or above it would hold forever.
+# ESI's documented error budget per window; a reserve at or above it would hold forever.
 ESI_ERROR_BUDGET = 100
+# Errors per window the fleet leaves untouched when no reserve is set.
+DEFAULT_ERROR_RESERVE = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,9 +20,10 @@ class EsiConfig:
     """How to reach ESI and how hard to push it.
 
     `downtime_start`/`downtime_end` are naive UTC times of the daily downtime; equal values turn
-    the downtime handling off. `error_limit_margin` 0 derives the hold margin from
-    `max_concurrency`; when several processes share one IP, set it to the sum of their
-    concurrencies, because each process only knows its own in-flight requests.
+    the downtime handling off. `error_limit_margin` is the part of ESI's error budget the whole
+    fleet on one IP leaves untouched (0: the default, 10); the governor keeps every process's
+    requests on the wire within its share of the rest, so it needs no adjusting for concurrency
+    or for the number of workers.
     """
 
     base_url: str = "https://esi.evetech.net"
@@ -66,18 +69,16 @@ class EsiConfig:
             _int(self.error_limit_margin) and self.error_limit_margin >= 0,
             "an integer ≥ 0",
         )
-        if self.error_limit_margin and self.error_limit_margin < self.max_concurrency:
-            raise ValueError("error_limit_margin must be ≥ max_concurrency (or 0 to derive it)")
         if self.error_margin >= ESI_ERROR_BUDGET:
-            raise ValueError(f"error_limit_margin (or max_concurrency) must be below {ESI_ERROR_BUDGET}")
+            raise ValueError(f"error_limit_margin must be below {ESI_ERROR_BUDGET}, ESI's whole error budget")
         for name in ("downtime_start", "downtime_end"):
             value = getattr(self, name)
             _require(name, isinstance(value, time) and value.tzinfo is None, "a naive time (UTC)")
 
     @property
     def error_margin(self) -> int:
-        """Hold new requests once ESI's remaining error budget is at or below this."""
-        return self.error_limit_margin or max(10, self.max_concurrency)
+        """Errors per window kept in reserve: the fleet's requests stop short of using them."""
+        return self.error_limit_margin or DEFAULT_ERROR_RESERVE
 
 
 def _require(name: str, ok: bool, what: str) -> None:

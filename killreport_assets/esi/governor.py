@@ -5,12 +5,15 @@ everything until the window resets, and routes in a rate-limit group answer 429 
 bucket is empty. The governor keeps the process from getting there:
 
 * pacing: requests are spaced at `max_requests_per_second` with a small burst, and at most
-  `max_concurrency` are in flight;
-* error budget: X-ESI-Error-Limit-Remain/-Reset of every response are tracked. Below half of
-  the budget the rate is scaled down in proportion to what is left; at or below the margin
-  (≥ `max_concurrency`) new requests are held until the window resets. Because no more than
-  `max_concurrency` requests can be in flight when the hold starts, even if all of them fail
-  the budget cannot reach 0 — so many transient errors never turn into a 420;
+  `max_concurrency` are in flight. With `share_budget` the rate is the whole fleet's: every
+  process books its slots on one shared timeline (`fleet.py`);
+* error budget: X-ESI-Error-Limit-Remain/-Reset of every response are tracked (ESI counts per IP,
+  so every process sees the fleet's errors in them). Below half of the budget the rate is scaled
+  down in proportion to what is left. Requests on the wire are capped at this process's share of
+  what is left above the reserve, (remain − reserve) ÷ processes sending; when the share is
+  below one request, new requests are held until the window resets. Each request on the wire can
+  cost at most one error, so even if all of them fail, the fleet together cannot take the budget
+  below the reserve, at any number of processes — so many transient errors never turn into a 420;
 * a 420 anyway (e.g. another process on the same IP) stops every request until the reset;
 * a 429 pauses its rate-limit group (everything, without a group header) for Retry-After;
 * outages: when most recent answers are 5xx or timeouts, or a 502/503 arrives in the daily
@@ -40,8 +43,9 @@ import httpx
 
 from .circuit import Circuit
 from .clock import Clock, SystemClock
-from .config import EsiConfig
+from .config import ESI_ERROR_BUDGET, EsiConfig
 from .errors import EsiPaused
+from .fleet import FleetPacer, SharedBudget
 from .limits import ErrorBudget, Pacer, RateLimitGroup, parse_int
 
 logger = logging.getLogger("killreport_assets.esi")
@@ -75,6 +79,7 @@ class Permit:
     waits: dict[str, float] = field(default_factory=dict)
     probe: bool = False
     settled: bool = False
+    on_wire: bool = False
 
 
 class EsiGovernor:
@@ -109,7 +114,11 @@ class EsiGovernor:
         self._peer_pause: tuple[str, float] | None = None
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._lock = threading.Lock()
+        self._wire = threading.Condition(self._lock)  # signalled when a request leaves the wire
+        self._on_wire = 0
+        self._wire_waits = 0  # times a request waited for its process's share of the error budget
         self._pacer = Pacer()
+        self._fleets: list[FleetPacer] = []  # the first one paces; more come from several clients
         self._budget = ErrorBudget(pad=reset_margin)
         self._groups: dict[str, RateLimitGroup] = {}
         self._route_groups: dict[str, str] = {}
@@ -165,9 +174,27 @@ class EsiGovernor:
                 self._pace(route, permit, abort, probe)
                 yield permit
             finally:
-                if permit.probe and not permit.settled:
-                    with self._lock:
+                with self._lock:
+                    if permit.probe and not permit.settled:
                         self._circuit.abandon_probe()
+                    if permit.on_wire:
+                        self._on_wire -= 1
+                        self._wire.notify()
+
+    def share_budget(self, budget: SharedBudget) -> Callable[[], None]:
+        """Pace on the fleet's shared timeline and share the error budget with the processes that
+        send on it (see `fleet.py`); returns the function that stops it (and leaves the fleet)."""
+        fleet = FleetPacer(budget, self.clock)
+        with self._lock:
+            self._fleets.append(fleet)
+
+        def stop() -> None:
+            with self._lock:
+                if fleet in self._fleets:
+                    self._fleets.remove(fleet)
+            fleet.leave()
+
+        return stop
 
     def watch_peers(self, peers: Callable[[], tuple[str, float] | None]) -> Callable[[], None]:
         """Also hold requests while `peers()` reports (reason, seconds left) of an outage, downtime
@@ -277,6 +304,8 @@ class EsiGovernor:
                 "error_limited_420": self._count_420,
                 "rate_limited_429": self._count_429,
                 "error_limit_remain": self._budget.remain(self.clock.monotonic()),
+                "fleet_members": self._members(),
+                "error_share_waits": self._wire_waits,
             }
 
     def _pace(
@@ -311,14 +340,22 @@ class EsiGovernor:
                     )
                 if blocked is None:
                     if reserved:
-                        return
-                    delay = self._reserve(route, now)
-                    if delay <= 0:
-                        return
-                    reason, until, reserved = Wait.RATE, now + delay, True
+                        if self._onto_wire(permit, now):
+                            return
+                    else:
+                        fleet = self._fleets[0] if self._fleets else None
+                        rate, delay = self._reserve(route, now, local=fleet is None)
                 else:
                     # book a fresh slot afterwards, so the end of a pause is paced rather than a burst
                     reason, reserved = blocked, False
+            if blocked is None:
+                if reserved:  # paced, but waited for room on the wire: look at pauses again
+                    continue
+                if fleet is not None:
+                    delay = max(delay, fleet.reserve(now, rate))  # may ask the database: unlocked
+                reason, until, reserved = Wait.RATE, now + delay, True
+                if delay <= 0:
+                    continue
             if new_hold:
                 self._announce(reason, until - now, "new requests until the error-limit window resets")
             seconds = until - now if reason is Wait.RATE else min(until - now, _SLICE)
@@ -335,7 +372,7 @@ class EsiGovernor:
         group = self._group(route)
         if group is not None and group.paused_until > now:
             blocks.append((group.paused_until, Wait.RATE_LIMITED))
-        hold = self._budget.hold_until(now, self.config.error_margin)
+        hold = self._budget.hold_until(now, self.config.error_margin + self._members() - 1)
         if hold is not None:
             blocks.append((hold, Wait.ERROR_LIMIT_HOLD))
         if not blocks:
@@ -346,13 +383,38 @@ class EsiGovernor:
             self._announced_hold = until
         return reason, until, new_hold
 
-    def _reserve(self, route: str, now: float) -> float:
+    def _reserve(self, route: str, now: float, *, local: bool) -> tuple[float, float]:
+        """(the rate to pace at now, the wait for a slot booked in this process); `local` False
+        leaves the main slot to the fleet's timeline."""
         rate = self.config.max_requests_per_second
-        delay = self._pacer.reserve(now, rate * self._budget.rate_factor(now))
+        paced = rate * self._budget.rate_factor(now)
+        delay = self._pacer.reserve(now, paced) if local else 0.0
         group = self._group(route)
         if group is not None and (factor := group.rate_factor()) < 1.0:
             delay = max(delay, group.pacer.reserve(now, rate * factor))
-        return delay
+        return paced, delay
+
+    def _members(self) -> int:
+        return self._fleets[0].members if self._fleets else 1
+
+    def _onto_wire(self, permit: Permit, now: float) -> bool:
+        """Under the lock: put the request on the wire if this process's share of the error budget
+        has room, else wait (briefly) for a request to leave it. (remain − reserve) ÷ processes,
+        so the requests of the whole fleet on the wire can never take the budget below the reserve."""
+        remain = self._budget.remain(now)
+        share = (
+            (ESI_ERROR_BUDGET if remain is None else remain) - self.config.error_margin
+        ) // self._members()
+        if self._on_wire < min(self.config.max_concurrency, max(1, share)):
+            self._on_wire += 1
+            permit.on_wire = True
+            return True
+        self._wire_waits += 1
+        self._wire.wait(_SLICE)
+        waited = self.clock.monotonic() - now
+        self._waits[str(Wait.CONCURRENCY)] += waited
+        permit.waits[str(Wait.CONCURRENCY)] = permit.waits.get(str(Wait.CONCURRENCY), 0.0) + waited
+        return False
 
     def _group(self, route: str) -> RateLimitGroup | None:
         name = self._route_groups.get(route)

@@ -172,6 +172,7 @@ class EsiEndpoint:
             key = (spec.kind, entity_id, shape if spec.kind == CORPORATION else "")
         stats = state.stats
         stats.requests += 1
+        stats.by_second[int(now)] += 1
         template = spec.template if spec is not None else "other"
         if key is not None and state.is_early(key, now):
             stats.early += 1
@@ -192,6 +193,7 @@ class EsiEndpoint:
             stats.errors += 1
             if config.rate_limit_mode == "error-limit":
                 state.error_limiter.record_error(ip, now, config.error_window)
+                stats.errors_by_window[int(now // config.error_window)] += 1
         if config.rate_limit_mode == "bucket":
             if spec is not None:
                 group = spec.group
@@ -205,9 +207,10 @@ class EsiEndpoint:
                 out["X-Ratelimit-Used"] = str(cost)
         elif answer.limit_headers:
             limiter = state.error_limiter
-            out["X-Esi-Error-Limit-Remain"] = str(
-                limiter.remaining(ip, now, config.error_window, config.error_limit)
-            )
+            remain = limiter.remaining(ip, now, config.error_window, config.error_limit)
+            if stats.lowest_error_remain is None or remain < stats.lowest_error_remain:
+                stats.lowest_error_remain = remain
+            out["X-Esi-Error-Limit-Remain"] = str(remain)
             out["X-Esi-Error-Limit-Reset"] = str(limiter.reset_in(now, config.error_window))
         stats.by_route[template][str(status)] += 1
         if status == 304:

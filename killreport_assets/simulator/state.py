@@ -53,6 +53,9 @@ class Stats:
         self.error_limited = 0
         self.rate_limited = 0
         self.faults: Counter[str] = Counter()
+        self.by_second: Counter[int] = Counter()  # requests by the epoch second they arrived in
+        self.errors_by_window: Counter[int] = Counter()  # errors counted by the error limit, by window
+        self.lowest_error_remain: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,7 +70,25 @@ class Stats:
             "rate_limited": self.rate_limited,
             "faults_injected": sum(self.faults.values()),
             "faults": dict(sorted(self.faults.items())),
+            "peak_requests_in_10s": peak_in_window(self.by_second, 10),
+            "requests_by_second": {str(second): n for second, n in sorted(self.by_second.items())},
+            "max_errors_in_a_window": max(self.errors_by_window.values(), default=0),
+            "lowest_error_remain": self.lowest_error_remain,
         }
+
+
+def peak_in_window(by_second: Counter[int], seconds: int) -> int:
+    """The most requests that arrived in any `seconds` consecutive whole seconds."""
+    if not by_second:
+        return 0
+    first, last = min(by_second), max(by_second)
+    counts = [by_second.get(second, 0) for second in range(first, last + 1)]
+    window = sum(counts[:seconds])
+    peak = window
+    for index in range(seconds, len(counts)):
+        window += counts[index] - counts[index - seconds]
+        peak = max(peak, window)
+    return peak
 
 
 class SimulatorState:

@@ -6,12 +6,14 @@ Thread-safe: every method takes its own connection from the engine's pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from killreport_assets.storage import unit
 from killreport_assets.storage.cache import EsiCache
 from killreport_assets.storage.database import create_engine
+from killreport_assets.storage.fleet import EsiFleet
 from killreport_assets.storage.leases import StepLeases
 from killreport_assets.storage.ledger import Ledger
 from killreport_assets.storage.listing import Listing
@@ -20,6 +22,9 @@ from killreport_assets.storage.pauses import EsiPauses
 from killreport_assets.storage.reports import Reports
 from killreport_assets.storage.snapshots import Snapshots
 from killreport_assets.storage.unit import Finished, WriteCounts
+
+if TYPE_CHECKING:
+    from killreport_assets.esi import EsiClient
 
 
 class Storage:
@@ -33,10 +38,19 @@ class Storage:
         self.reports = Reports(engine)
         self.leases = StepLeases(engine)
         self.pauses = EsiPauses(engine)
+        self.fleet = EsiFleet(engine)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Storage:
         return cls(create_engine(url, pool_size=pool_size))
+
+    def coordinate(self, client: EsiClient, role: str) -> None:
+        """Make `client` (the process named `role`) one of the fleet on this database: it reports its
+        ESI pauses, holds during the outages other processes here find, and books its requests from
+        the fleet's one budget (until the client closes)."""
+        client.add_pause_listener(self.pauses.reporter(role))
+        client.watch_peers(self.pauses.peers(role))
+        client.share_budget(self.fleet.share(client.base_url, role))
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

@@ -181,3 +181,23 @@ esi_pauses = sa.Table(
     sa.Column("paused_until", UTC_TIME, nullable=False),
     sa.Column("updated_at", UTC_TIME, nullable=False),
 )
+
+esi_budget = sa.Table(
+    "esi_budget",
+    metadata,
+    # One shared send timeline per ESI (base URL): every process books its request slots here, so the
+    # whole fleet keeps KILLREPORT_ESI_MAX_RPS together. `next_slot` is epoch seconds.
+    sa.Column("budget", sa.Text, primary_key=True),
+    sa.Column("next_slot", sa.Float, nullable=False),
+)
+
+esi_fleet = sa.Table(
+    "esi_fleet",
+    metadata,
+    # The processes sending to an ESI right now (heartbeat each second while they send): how many
+    # share its error budget. A process that stops sending or dies drops out within seconds.
+    sa.Column("member", sa.Text, primary_key=True),
+    sa.Column("budget", sa.Text, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Index("ix_esi_fleet_budget", "budget"),
+)
