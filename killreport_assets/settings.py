@@ -113,6 +113,8 @@ class RefreshSettings:
     revalidate_days: int = 7
     embedded_workers: int = 20
     lease_ttl: float = 120.0  # seconds without a heartbeat after which a step's run counts as dead
+    ledger_days: int = 30  # refresh ledger rows are kept this long
+    cache_days: int = 30  # ESI answers not renewed for this long are dropped
 
     def step_timeout(self, kind: EntityKind) -> float:
         return self.step_timeouts.get(kind.name, kind.timeout_minutes * 60)
@@ -136,7 +138,17 @@ class RefreshSettings:
             revalidate_days=reader.get("KILLREPORT_REVALIDATE_DAYS", positive(int), cls.revalidate_days),
             embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", positive(int), cls.embedded_workers),
             lease_ttl=reader.get("KILLREPORT_STEP_LEASE_SECONDS", positive(float), cls.lease_ttl),
+            ledger_days=reader.get("KILLREPORT_LEDGER_RETENTION_DAYS", positive(int), cls.ledger_days),
+            cache_days=reader.get("KILLREPORT_ESI_CACHE_RETENTION_DAYS", positive(int), cls.cache_days),
         )
+
+    def __post_init__(self) -> None:
+        if self.cache_days <= self.revalidate_days:
+            raise SettingsError(
+                f"KILLREPORT_ESI_CACHE_RETENTION_DAYS={self.cache_days} must be more than "
+                f"KILLREPORT_REVALIDATE_DAYS={self.revalidate_days}: otherwise the answers of corporations "
+                "revalidated that rarely are dropped before they can save a request"
+            )
 
 
 @dataclass(frozen=True)

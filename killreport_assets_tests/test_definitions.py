@@ -13,7 +13,7 @@ import pytest
 
 from killreport_assets.definitions import defs
 from killreport_assets.schedules import REFRESH_TAG, build_daily_refresh_schedule
-from killreport_assets.settings import Settings, SettingsError, schedule_hour
+from killreport_assets.settings import RefreshSettings, Settings, SettingsError, schedule_hour
 from killreport_assets_tests.test_deployment import code_variables
 
 FIVE = {"alliances", "alliance_corporations", "corporations", "alliance_snapshot", "corporation_snapshot"}
@@ -80,6 +80,15 @@ def test_the_error_limit_reserve_reaches_the_esi_client_and_needs_no_arithmetic(
     assert shared_ip.esi.error_margin == 5
     with pytest.raises(SettingsError, match="KILLREPORT_ESI_ERROR_LIMIT_MARGIN=100"):
         Settings.from_env({"KILLREPORT_ESI_ERROR_LIMIT_MARGIN": "100"})
+
+
+def test_the_esi_cache_must_outlive_the_revalidation_period() -> None:
+    assert RefreshSettings.from_env({"KILLREPORT_ESI_CACHE_RETENTION_DAYS": "8"}).cache_days == 8
+    with pytest.raises(
+        SettingsError,
+        match="KILLREPORT_ESI_CACHE_RETENTION_DAYS=7 must be more than KILLREPORT_REVALIDATE_DAYS=7",
+    ):
+        RefreshSettings.from_env({"KILLREPORT_ESI_CACHE_RETENTION_DAYS": "7"})
 
 
 def test_a_bad_worker_only_setting_does_not_stop_the_code_location() -> None:

@@ -225,6 +225,38 @@ def test_fleet_members_are_the_processes_that_sent_lately(storage: Storage) -> N
     assert fleet.members("https://esi.test", 103.5, 3.0) == 1
 
 
+def test_retention_deletes_old_ledger_rows_stale_cache_entries_and_rows_of_processes_gone(
+    storage: Storage,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    storage.ledger.add_pending("night-1", "corporations", [1, 2, 3])
+    storage.ledger.add_pending("night-40", "corporations", [1, 2])
+    storage.pauses.record("worker 1 on gone-host", "outage", 0.0)
+    storage.fleet.heartbeat(
+        "https://esi.test", "worker 1 on gone-host", (now - dt.timedelta(days=2)).timestamp(), 3
+    )
+    storage.fleet.heartbeat("https://esi.test", "worker 2 on here", now.timestamp(), 3)
+    with storage.engine.begin() as conn:
+        conn.execute(
+            sa.update(t.refresh_ledger)
+            .where(t.refresh_ledger.c.refresh_id == "night-40")
+            .values(created_at=now - dt.timedelta(days=40))
+        )
+        conn.execute(sa.update(t.esi_pauses).values(updated_at=now - dt.timedelta(days=2)))
+        for url, age in (("https://esi.test/old", 31), ("https://esi.test/recent", 29)):
+            conn.execute(
+                sa.insert(t.esi_cache).values(
+                    url=url, expires_at=now, body=b"{}", updated_at=now - dt.timedelta(days=age)
+                )
+            )
+    pruned = storage.retention.prune(ledger_days=30, cache_days=30)
+    assert pruned.as_dict() == {"ledger_rows": 2, "refreshes": 1, "cache_entries": 1, "process_rows": 2}
+    assert storage.ledger.progress("night-1", "corporations").pending == 3
+    assert storage.ledger.progress("night-40", "corporations").pending == 0
+    assert rows(storage, sa.select(t.esi_cache.c.url)) == [("https://esi.test/recent",)]
+    assert rows(storage, sa.select(t.esi_fleet.c.member)) == [("worker 2 on here",)]
+
+
 def test_snapshots_replace_the_days_rows(storage: Storage) -> None:
     alliance = make_alliance(99000001)
     storage.apply(

@@ -24,6 +24,18 @@ def _now() -> dt.datetime:
 )
 def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.MaterializeResult:
     started = _now()
+    settings = refresh.transport.refresh_settings()
+    pruned = refresh.storage.retention.prune(ledger_days=settings.ledger_days, cache_days=settings.cache_days)
+    context.log.info(
+        "retention: deleted %d ledger rows of %d refreshes older than %d days, %d ESI answers not renewed "
+        "in %d days, %d rows of processes gone",
+        pruned.ledger_rows,
+        pruned.refreshes,
+        settings.ledger_days,
+        pruned.cache_entries,
+        settings.cache_days,
+        pruned.process_rows,
+    )
     listing = refresh.esi.alliance_ids()
     listed = listing.value or []
     if not listed:
@@ -31,7 +43,7 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
             description="ESI listed no alliances: refusing to close every alliance", allow_retries=True
         )
     response = None if listing.entry is None else (listing.url, listing.entry)
-    max_close_share = refresh.transport.refresh_settings().max_close_share
+    max_close_share = settings.max_close_share
     try:
         closed, reopened = refresh.storage.listing.sync(
             ALLIANCES.store, listed, response, max_close_share=max_close_share
@@ -44,6 +56,7 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
         outcome,
         **refresh.storage.reports.table_changes(ALLIANCES.name, started),
         listed=len(listed),
+        pruned=dg.MetadataValue.json(pruned.as_dict()),
         **{"dagster/row_count": len(listed), "sample": sample(refresh.storage, ALLIANCES.name)},
     )
     return dg.MaterializeResult(metadata=metadata)

@@ -20,6 +20,7 @@ from killreport_assets.storage.listing import Listing
 from killreport_assets.storage.memberships import Memberships
 from killreport_assets.storage.pauses import EsiPauses
 from killreport_assets.storage.reports import Reports
+from killreport_assets.storage.retention import Retention
 from killreport_assets.storage.snapshots import Snapshots
 from killreport_assets.storage.unit import Finished, WriteCounts
 
@@ -39,6 +40,7 @@ class Storage:
         self.leases = StepLeases(engine)
         self.pauses = EsiPauses(engine)
         self.fleet = EsiFleet(engine)
+        self.retention = Retention(engine)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> Storage:

@@ -147,6 +147,7 @@ refresh_ledger = sa.Table(
     sa.Column("created_at", UTC_TIME, nullable=False),
     sa.Column("updated_at", UTC_TIME, nullable=False),
     sa.Index("ix_refresh_ledger_status", "refresh_id", "step", "status"),
+    sa.Index("ix_refresh_ledger_created_at", "created_at"),  # the latest refresh; retention
 )
 
 esi_cache = sa.Table(
@@ -158,6 +159,7 @@ esi_cache = sa.Table(
     sa.Column("expires_at", UTC_TIME, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("updated_at", UTC_TIME, nullable=False),
+    sa.Index("ix_esi_cache_updated_at", "updated_at"),  # retention
 )
 
 step_leases = sa.Table(
