@@ -33,7 +33,10 @@ class DatabaseResource(dg.ConfigurableResource):
     def storage(self) -> Storage:
         if self._storage is None:
             url = database_url({"KILLREPORT_DATABASE_URL": self.url} if self.url else None)
-            self._storage = Storage.open(url, pool_size=4)
+            # a connection for each embedded job thread's ledger and cache reads, the writer, the
+            # step's wait loop and the ESI fleet's bookings: a smaller pool makes job threads queue
+            workers = RefreshSettings.from_env().embedded_workers
+            self._storage = Storage.open(url, pool_size=workers + 4)
         return self._storage
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -55,8 +55,9 @@ class FleetPacer:
     fleet exceed the budget.
     """
 
-    def __init__(self, budget: SharedBudget, clock: Clock) -> None:
+    def __init__(self, budget: SharedBudget, clock: Clock, most: int) -> None:
         self._budget = budget
+        self._most = most  # slots per booking at most: more than the process can send at once go late
         self._clock = clock
         self._lock = threading.Lock()
         self._slots: deque[float] = deque()  # booked send times, on the monotonic clock
@@ -75,7 +76,7 @@ class FleetPacer:
                 self._slots.popleft()  # nobody was ready to use it: given up, never sent late
             if not self._slots:
                 try:
-                    self._book(now, interval, max(1, math.floor(rate * SLICE_SECONDS)))
+                    self._book(now, interval, max(1, min(self._most, math.floor(rate * SLICE_SECONDS))))
                 except Exception as exc:  # noqa: BLE001 - the database may be away: keep to our share
                     if not self._failing:
                         logger.warning(

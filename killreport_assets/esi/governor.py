@@ -184,7 +184,7 @@ class EsiGovernor:
     def share_budget(self, budget: SharedBudget) -> Callable[[], None]:
         """Pace on the fleet's shared timeline and share the error budget with the processes that
         send on it (see `fleet.py`); returns the function that stops it (and leaves the fleet)."""
-        fleet = FleetPacer(budget, self.clock)
+        fleet = FleetPacer(budget, self.clock, most=self.config.max_concurrency)
         with self._lock:
             self._fleets.append(fleet)
 
