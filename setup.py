@@ -30,6 +30,8 @@ setup(
         "pika>=1.3,<2",
         "httpx>=0.27,<1",
         "pandas>=2.1,<3",
+        # pandas draws the asset pages' charts with it (DataFrame.plot), inlined as PNG in Markdown.
+        "matplotlib>=3.8,<4",
         "pydantic>=2.6,<3",
         "SQLAlchemy>=2.0,<2.2",
         "alembic>=1.13,<2",

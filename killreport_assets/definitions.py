@@ -1,7 +1,8 @@
 """The one `dg.Definitions` of the code location.
 
-Loading reads one setting, the schedule hour; everything else is read by the resources when a run
-uses them, so a bad worker-only setting cannot stop the code location (and its failure sensor).
+Loading reads one setting, the schedule hour, and the schemes of the database and broker URLs (the
+assets' kinds; never failing); everything else is read by the resources when a run uses them, so a
+bad worker-only setting cannot stop the code location (and its failure sensor).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from killreport_assets.assets.catalog import definition
 from killreport_assets.assets.reporting import failure_metadata, step_counts
 from killreport_assets.esi import EsiClient
 from killreport_assets.registry import EntityKind
@@ -69,15 +70,14 @@ class Refresh:
         return outcome
 
     def metadata(self, outcome: StepOutcome, **extra: Any) -> dict[str, Any]:
-        """What every ESI step reports: ledger counts, ESI answers, client stats, failures, the
-        universe's size (plotted across runs), plus `extra`."""
+        """What every ESI step reports: ledger counts, ESI answers, client stats, failures, plus
+        `extra` (what changed in the step's own table)."""
         return {
             **step_counts(outcome),
             "esi_answers_by_status": dg.MetadataValue.json(outcome.progress.by_http_status),
             "esi_client": dg.MetadataValue.json(self.esi.stats()),
             "duration_seconds": round(outcome.seconds, 1),
             **failure_metadata(outcome),
-            **self.storage.reports.universe_series(),
             **extra,
         }
 
@@ -88,18 +88,19 @@ StepBody = Callable[[dg.AssetExecutionContext, Refresh], dg.MaterializeResult]
 def esi_step(
     kind: EntityKind, *, description: str, deps: Sequence[dg.AssetsDefinition] = ()
 ) -> Callable[[StepBody], dg.AssetsDefinition]:
-    """The asset of `kind`'s ESI step (named like the kind), around `body(context, refresh)`: the
-    group, retry policy and `esi` pool every ESI step shares, and the three resources it takes."""
+    """The asset of `kind`'s ESI step (named like the kind and its table), around
+    `body(context, refresh)`: the group, retry policy, `esi` pool and catalog entries every ESI step
+    shares, and the three resources it takes."""
 
     def decorate(body: StepBody) -> dg.AssetsDefinition:
         @dg.asset(
             name=kind.name,
             group_name=GROUP,
             deps=deps,
-            kinds={"sql"},
             retry_policy=INFRA_RETRY,
             pool=ESI_POOL,
             description=description,
+            **definition(kind.name, esi_step=True),
         )
         def step(
             context: dg.AssetExecutionContext,
