@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 
 import dagster as dg
 import pytest
 
+from killreport_assets.assets import ALL_ASSETS
+from killreport_assets.checks import ALL_CHECKS
 from killreport_assets.resources import refresh_resources
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.simulator.universe import diff
 from killreport_assets.storage import Storage, columns
 from killreport_assets.version import __version__
+from killreport_assets_tests.rabbit_support import wait_for
 from killreport_assets_tests.refresh_support import expire_cache, materialize_all
 from killreport_assets_tests.test_refresh import NightClock
+from killreport_assets_tests.test_reliability import finished
 
 UNIVERSE = SimulatorConfig(seed=23, alliances=60, corporations=300)
 TABLES = {
@@ -134,4 +140,38 @@ def test_each_materialization_says_what_changed_in_its_own_asset(tmp_path) -> No
     assert (
         chart.value.startswith("![Members of today's largest alliances")
         and "data:image/png;base64," in chart.value
+    )
+
+
+def test_an_esi_hold_is_in_the_run_event_log(tmp_path) -> None:
+    """ESI answers 420 in the middle of the corporations step: the run's own event log (read back from
+    the instance, not stdlib logging) says the refresh was paused, why, for how long and when it ended."""
+    url = f"sqlite:///{tmp_path / 'holds.db'}"
+    with SimulatorServer(
+        SimulatorConfig(seed=29, alliances=30, corporations=300, error_window=5)
+    ) as simulator:
+        resources = refresh_resources(
+            database_url=url, esi_base_url=simulator.url, poll_interval_seconds=0.05
+        )
+        storage = Storage.open(url)
+
+        def exhaust_mid_step() -> None:
+            wait_for(lambda: finished(storage, "corporations") >= 20, "20 corporations finished", 120, 0.01)
+            simulator.exhaust_error_limit()
+
+        thread = threading.Thread(target=exhaust_mid_step)
+        thread.start()
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], resources=resources, instance=instance)
+            messages = [
+                e.user_message for e in instance.all_logs(result.run_id) if e.step_key == "corporations"
+            ]
+        thread.join(30)
+        storage.dispose()
+    assert result.success
+    began = [m for m in messages if "ESI paused (error_limited)" in m]
+    assert len(began) == 1, messages
+    assert "420 (error limit reached)" in began[0] and re.search(r"until \d\d:\d\d:\d\d UTC, \d+ s", began[0])
+    assert any(re.search(r"ESI pause \(error_limited\) by .* over after \d+ s", m) for m in messages), (
+        messages
     )

@@ -42,6 +42,7 @@ def run_checks(database: Path) -> dict[str, bool]:
         [*ALL_ASSETS, *ALL_CHECKS],
         selection=dg.AssetSelection.all_asset_checks(),
         resources=refresh_resources(database_url=f"sqlite:///{database}"),
+        raise_on_error=False,  # a failing blocking check fails the run
     )
     return check_results(result)
 
@@ -66,6 +67,18 @@ def _missing_snapshot(conn: sa.Connection) -> None:
     conn.execute(
         s.delete().where(s.c.alliance_id == sa.select(sa.func.min(s.c.alliance_id)).scalar_subquery())
     )
+
+
+def _missing_corporation_snapshot(conn: sa.Connection) -> None:
+    s = t.corporation_snapshots
+    first = sa.select(sa.func.min(s.c.corporation_id)).scalar_subquery()
+    conn.execute(s.delete().where(s.c.corporation_id == first))
+
+
+def _corporation_changed_after_its_snapshot(conn: sa.Connection) -> None:
+    c, members = t.corporations, t.alliance_corporations
+    first = sa.select(sa.func.min(members.c.corporation_id)).scalar_subquery()  # a member: totals move too
+    conn.execute(c.update().where(c.c.id == first).values(member_count=c.c.member_count + 1))
 
 
 def _inconsistent_totals(conn: sa.Connection) -> None:
@@ -100,7 +113,13 @@ def _members_dropped(conn: sa.Connection) -> None:
     [
         (_dangling_membership, {"memberships_reference_corporations"}),
         # A missing row also breaks the snapshot's totals.
-        (_missing_snapshot, {"listed_alliances_have_snapshot", "totals_consistent"}),
+        (_missing_snapshot, {"open_alliances_have_snapshot", "totals_consistent"}),
+        (_missing_corporation_snapshot, {"open_corporations_have_snapshot"}),
+        # The alliance totals are the corporations' sums: they disagree with the snapshot now too.
+        (
+            _corporation_changed_after_its_snapshot,
+            {"corporation_snapshot_matches_corporations", "totals_consistent"},
+        ),
         (_inconsistent_totals, {"totals_consistent"}),
         (_members_dropped, {"member_total_day_over_day"}),
     ],
@@ -117,6 +136,28 @@ def test_checks_fail_on_seeded_bad_data(
     storage.dispose()
     results = run_checks(database)
     assert {name for name, passed in results.items() if not passed} == failing
+
+
+def test_a_failing_check_on_corporations_keeps_the_night_out_of_the_snapshots(
+    refreshed, tmp_path: Path
+) -> None:
+    good, _ = refreshed
+    database = tmp_path / "bad.db"
+    database.write_bytes(good.read_bytes())
+    storage = Storage.open(f"sqlite:///{database}")
+    with storage.engine.begin() as conn:
+        _dangling_membership(conn)
+    storage.dispose()
+    result = dg.materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=dg.AssetSelection.checks_for_assets(ALL_ASSETS[2])
+        | dg.AssetSelection.assets("alliance_snapshot", "corporation_snapshot"),
+        resources=refresh_resources(database_url=f"sqlite:///{database}"),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert check_results(result)["memberships_reference_corporations"] is False
+    assert result.get_asset_materialization_events() == [], "no snapshot was written"
 
 
 def test_a_snapshot_for_another_day_is_refused_unless_forced(tmp_path: Path) -> None:

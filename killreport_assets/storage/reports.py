@@ -55,13 +55,6 @@ _SAMPLES: dict[str, tuple[sa.Table, tuple[str, ...], tuple[sa.ColumnElement, ...
 }
 
 
-# What each snapshot is of: (snapshot table, its id column, the entity table with the names).
-_SNAPSHOT_OF = {
-    "alliance": (tables.alliance_snapshots, "alliance_id", _alliances),
-    "corporation": (tables.corporation_snapshots, "corporation_id", _corporations),
-}
-
-
 @dataclass(frozen=True)
 class ColumnInfo:
     name: str
@@ -108,7 +101,7 @@ class Reports:
     def movers(self, of: str, day: dt.date, limit: int = 10) -> pd.DataFrame:
         """The `limit` largest member-count changes between `day`'s snapshot and the one before it
         (`of`: "alliance" or "corporation"): id, name, before, after, change; empty on the first day."""
-        snapshots, key, entity = _SNAPSHOT_OF[of]
+        snapshots, key, entity = tables.SNAPSHOTS[of]
         previous = (
             sa.select(sa.func.max(snapshots.c.snapshot_date))
             .where(snapshots.c.snapshot_date < day)

@@ -134,6 +134,12 @@ corporation_snapshots = _snapshot_table(
     sa.Column("confirmed_at", UTC_TIME),  # when ESI confirmed that member count
 )
 
+# What each snapshot is of: its table, its id column, and the entity table it snapshots.
+SNAPSHOTS = {
+    "alliance": (alliance_snapshots, "alliance_id", alliances),
+    "corporation": (corporation_snapshots, "corporation_id", corporations),
+}
+
 refresh_ledger = sa.Table(
     "refresh_ledger",
     metadata,
