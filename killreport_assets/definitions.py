@@ -15,7 +15,7 @@ from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
 from killreport_assets.resources import DatabaseResource, EsiResource, TransportResource
 from killreport_assets.schedules import build_daily_refresh_schedule, daily_refresh_job
-from killreport_assets.sensors import failure_alert_sensor
+from killreport_assets.sensors import failure_alert_sensor, freshness_alert_sensor
 from killreport_assets.settings import schedule_hour
 
 
@@ -30,7 +30,7 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     jobs=[daily_refresh_job],
     schedules=[build_daily_refresh_schedule(schedule_hour())],
-    sensors=[failure_alert_sensor],
+    sensors=[failure_alert_sensor, freshness_alert_sensor],
     resources={
         "database": DatabaseResource(url=_secret("KILLREPORT_DATABASE_URL")),
         "esi": EsiResource(),

@@ -1,5 +1,6 @@
 """What the asset catalog shows before anything runs: owners, the code version, kinds with icons,
-and the table behind each asset with its columns, taken from the schema itself (one source).
+how fresh each asset must be, and the table behind it with its columns, taken from the schema
+itself (one source).
 
 Kinds follow the deployment the code location loads in: `postgres` or `sqlite` from the database
 URL's scheme, and `rabbitmq` on the ESI steps when jobs go to workers. Only the schemes are read,
@@ -8,6 +9,7 @@ so a bad URL still fails where it is used, with its own message, and never stops
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Any
 
@@ -18,6 +20,11 @@ from killreport_assets.version import __version__
 
 OWNERS = ["team:killreport"]
 CODE_VERSION = __version__
+# The refresh runs nightly and may take up to its 4-hour limit: an asset not materialized for 26 h
+# missed a night's start (warn), for 30 h missed the night (fail, and `freshness_alert` posts it).
+FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(hours=30), warn_window=dt.timedelta(hours=26)
+)
 
 
 def database_kind() -> str:
@@ -57,4 +64,5 @@ def definition(table: str, *, esi_step: bool) -> dict[str, Any]:
         "code_version": CODE_VERSION,
         "kinds": kinds(esi_step=esi_step),
         "metadata": table_metadata(table),
+        "freshness_policy": FRESHNESS,
     }
