@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
 import sqlalchemy as sa
 
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess
 from killreport_assets.storage import Storage
 from killreport_assets.storage.database import head_revision
 from killreport_assets_tests import schema as t
+from killreport_assets_tests.dagster_support import free_port, wait_until
 from killreport_assets_tests.databases import postgres_database
 from killreport_assets_tests.db import scalar
 
@@ -70,8 +75,68 @@ def test_demo_runs_a_full_refresh_and_says_where_the_data_is(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "refresh succeeded" in done.stdout
-    assert str(database) in done.stdout and "dagster dev -w workspace.yaml" in done.stdout
-    assert database.exists()
+    home = tmp_path / "killreport-demo" / "dagster"
+    assert f"data: sqlite:///{database}; run history: {home}" in done.stdout
+    assert done.stdout.rstrip().endswith(
+        "look at it in the UI, refreshing from this simulator: killreport demo --ui"
+    )
+    assert database.exists() and (home / "history" / "runs.db").exists(), "the demo keeps its run history"
+
+
+def test_demo_ui_shows_the_demo_run_with_the_simulator_as_its_esi_until_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "KILLREPORT_ESI_MAX_RPS": "400"}
+    env.pop("DAGSTER_HOME", None)
+    log = (tmp_path / "demo.log").open("w")
+    demo = subprocess.Popen(
+        [
+            str(BIN / "killreport"),
+            "demo",
+            "--alliances",
+            "20",
+            "--corporations",
+            "100",
+            "--ui",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def runs() -> list | None:
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json={"query": "{ runsOrError { ... on Runs { results { runId status } } } }"},
+                    timeout=10,
+                ).json()
+            except httpx.HTTPError:
+                return None
+            return answer.get("data", {}).get("runsOrError", {}).get("results") or None
+
+        found = wait_until(runs, "the demo's UI to list the demo's run", 240)
+        assert [run["status"] for run in found] == ["SUCCESS"]
+        output = (tmp_path / "demo.log").read_text()
+        esi = re.search(r"its ESI is the simulator at (http://127\.0\.0\.1:\d+)\)", output)
+        assert esi, output
+        assert httpx.get(f"{esi[1]}/_sim/stats", timeout=10).json()["requests"] > 0, (
+            "the simulator still answers"
+        )
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(90) == 0
+        assert "stopped the Dagster UI and the ESI simulator" in (tmp_path / "demo.log").read_text()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{esi[1]}/_sim/stats", timeout=5)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(30)
+        log.close()
 
 
 def _killreport(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
