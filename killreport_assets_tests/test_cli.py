@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -232,3 +233,34 @@ def test_config_prints_every_effective_setting_with_secrets_hidden(tmp_path: Pat
     assert settings["alerts.webhook_url"] == "*** (set)"
     assert settings["refresh.stall_timeout"] == "900.0" and settings["refresh.lease_ttl"] == "120.0"
     assert "pw" not in done.stdout + done.stderr
+
+
+def test_every_subcommand_describes_each_option_and_the_environment_it_reads() -> None:
+    from killreport_assets.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    expected = {
+        "worker": [
+            "KILLREPORT_RABBITMQ_URL",
+            "KILLREPORT_DATABASE_URL",
+            "KILLREPORT_ESI_MAX_RPS",
+            "KILLREPORT_WORKER_CONCURRENCY",
+        ],
+        "queues": [
+            "KILLREPORT_RABBITMQ_URL",
+            "KILLREPORT_RABBITMQ_MANAGEMENT_URL",
+            "KILLREPORT_DATABASE_URL",
+        ],
+        "enqueue": ["KILLREPORT_RABBITMQ_URL", "KILLREPORT_DATABASE_URL"],
+        "migrate": ["KILLREPORT_DATABASE_URL"],
+        "doctor": ["KILLREPORT_DAGSTER_UI_URL", "KILLREPORT_DATABASE_URL", "KILLREPORT_RABBITMQ_URL"],
+        "demo": ["KILLREPORT_ESI_MAX_RPS", "DAGSTER_HOME"],
+        "config": ["KILLREPORT_*"],
+    }
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"killreport {name} {'/'.join(action.option_strings) or action.dest}: no help"
+        text = " ".join(command.format_help().split())
+        for variable in expected.get(name, []):
+            assert variable in text, f"killreport {name} --help does not name {variable}"
