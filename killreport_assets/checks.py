@@ -1,5 +1,5 @@
-"""Asset checks: referential integrity, snapshot completeness and consistency, failed entities of
-every registered kind, and a day-over-day drop in total members.
+"""Asset checks: referential integrity, snapshot completeness and consistency, and a day-over-day
+drop in total members. (Each ESI step checks its failed entities itself: `assets/refresh.py`.)
 
 The ERROR checks are blocking: a failing one fails the run (which alerts through the failure
 webhook) and, on `corporations`, keeps a bad night out of the snapshots. The WARN checks report.
@@ -8,7 +8,7 @@ webhook) and, on `corporations`, keeps a bad night out of the snapshots. The WAR
 import dagster as dg
 
 from killreport_assets.assets import alliance_snapshot, corporation_snapshot, corporations
-from killreport_assets.registry import CORPORATIONS, REGISTRY, EntityKind
+from killreport_assets.registry import CORPORATIONS
 from killreport_assets.resources import DatabaseResource
 
 MEMBER_DROP_WARN = 0.20
@@ -36,34 +36,6 @@ def memberships_reference_corporations(
             "failed_in_this_run": len(dangling) - len(unexplained),
         },
     )
-
-
-def failed_entities_check(kind: EntityKind) -> dg.AssetChecksDefinition:
-    """`<kind>_failed_entities` on the kind's asset: warns when any entity failed permanently."""
-
-    @dg.asset_check(
-        asset=dg.AssetKey(kind.name),
-        name=f"{kind.name}_failed_entities",
-        description=f"Entities of the {kind.name} step that failed permanently in this run (warns when any).",
-    )
-    def check(context: dg.AssetCheckExecutionContext, database: DatabaseResource) -> dg.AssetCheckResult:
-        ledger = database.storage.ledger
-        progress = ledger.progress(context.run.run_id, kind.name)
-        failures = ledger.failures(context.run.run_id, kind.name)
-        ratio = len(failures) / progress.total if progress.total else 0.0
-        return dg.AssetCheckResult(
-            passed=not failures,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "failed": len(failures),
-                "entities": progress.total,
-                "failed_ratio": round(ratio, 6),
-                "failed_ids": dg.MetadataValue.json([i for i, _ in failures[:SHOWN]]),
-                "errors": dg.MetadataValue.json({str(i): (e or "")[:200] for i, e in failures[:10]}),
-            },
-        )
-
-    return check
 
 
 def snapshot_complete_check(asset: dg.AssetsDefinition, of: str) -> dg.AssetChecksDefinition:
@@ -150,7 +122,6 @@ def member_total_day_over_day(database: DatabaseResource) -> dg.AssetCheckResult
 
 ALL_CHECKS = [
     memberships_reference_corporations,
-    *(failed_entities_check(kind) for kind in REGISTRY),
     snapshot_complete_check(alliance_snapshot, "alliance"),
     snapshot_complete_check(corporation_snapshot, "corporation"),
     corporation_snapshot_matches_corporations,

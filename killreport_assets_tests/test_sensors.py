@@ -283,3 +283,14 @@ def test_stale_assets_alert_once_through_the_webhook_until_they_are_materialized
         assert message == "every asset is within its freshness policy"
         assert json.loads(cursor or "{}")["alerted"] == {}
         assert hook.requests.empty(), "one post for the whole stale episode"
+
+
+def test_a_step_over_its_failure_threshold_still_reports_its_failed_entities(
+    failed_refresh: tuple[dg.DagsterInstance, dg.ExecuteInProcessResult, list[int]],
+) -> None:
+    _, result, poison = failed_refresh
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "alliances_failed_entities"]
+    assert not check.passed and check.metadata["failed"].value == 3
+    assert check.metadata["failed_ids"].value == poison
+    assert set(check.metadata["errors"].value) == {str(i) for i in poison}
+    assert all("500" in error for error in check.metadata["errors"].value.values())

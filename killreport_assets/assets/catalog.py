@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
 from killreport_assets.storage import columns
 from killreport_assets.version import __version__
@@ -38,7 +39,7 @@ def kinds(*, esi_step: bool) -> set[str]:
     return found
 
 
-def column_schema(table: str) -> dg.TableSchema:
+def column_schema(table: str | sa.Table) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
@@ -52,12 +53,13 @@ def column_schema(table: str) -> dg.TableSchema:
     )
 
 
-def table_metadata(table: str) -> dict[str, Any]:
+def table_metadata(table: str | sa.Table) -> dict[str, Any]:
     """Definition metadata naming the table an asset keeps and its columns."""
-    return {"dagster/table_name": table, "dagster/column_schema": column_schema(table)}
+    name = table.name if isinstance(table, sa.Table) else table
+    return {"dagster/table_name": name, "dagster/column_schema": column_schema(table)}
 
 
-def definition(table: str, *, esi_step: bool) -> dict[str, Any]:
+def definition(table: str | sa.Table, *, esi_step: bool) -> dict[str, Any]:
     """The `@dg.asset` arguments every refresh asset shares for the catalog."""
     return {
         "owners": OWNERS,

@@ -63,14 +63,15 @@ class ColumnInfo:
     primary_key: bool
 
 
-def columns(table: str) -> list[ColumnInfo]:
-    """The columns of a contract table, as the schema defines them (the catalog's one source)."""
+def columns(table: str | sa.Table) -> list[ColumnInfo]:
+    """The columns of a table (of the schema, by name), as defined: the asset catalog's one source."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
+    defined = table if isinstance(table, sa.Table) else tables.metadata.tables[table]
     return [
         ColumnInfo(c.name, c.type.compile(dialect=dialect), bool(c.nullable), c.primary_key)
-        for c in tables.metadata.tables[table].columns
+        for c in defined.columns
     ]
 
 
