@@ -154,6 +154,7 @@ refresh_ledger = sa.Table(
     sa.Column("updated_at", UTC_TIME, nullable=False),
     sa.Index("ix_refresh_ledger_status", "refresh_id", "step", "status"),
     sa.Index("ix_refresh_ledger_created_at", "created_at"),  # the latest refresh; retention
+    sa.Index("ix_refresh_ledger_updated_at", "refresh_id", "step", "updated_at"),  # a step's poll
 )
 
 esi_cache = sa.Table(
