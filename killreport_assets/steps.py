@@ -189,15 +189,19 @@ def wait_for_step(
     stop = stop or threading.Event()
     started = last_change = last_log = time.monotonic()
     first = storage.ledger.progress(refresh_id, step)
-    last_finished = first.finished
+    last_changed_at: dt.datetime | None = None
     pauses = PauseWatch(storage, step, log)
     unreachable_since: float | None = None
     while True:
         transport.check()
+        report = time.monotonic() - last_log >= policy.progress_interval
         try:
+            # Each poll costs a few index lookups at any universe size; the full count (a scan of the
+            # step's rows) only when it is logged, and at the end.
             renewed = storage.leases.heartbeat(step, refresh_id)
-            progress = storage.ledger.progress(refresh_id, step)
+            pending, changed_at = storage.ledger.pulse(refresh_id, step)
             paused = pauses.poll()
+            progress = storage.ledger.progress(refresh_id, step) if report or not pending else None
         except Exception as exc:
             # A database restart (a package upgrade) is ridden out while the lease would still hold.
             if not is_disconnect(exc):
@@ -223,15 +227,15 @@ def wait_for_step(
                 f"{policy.lease_ttl:.0f} s (was the database unreachable?); re-run when the other refresh is done."
             )
         now = time.monotonic()
-        if progress.finished != last_finished or paused:  # a paused step is not a stalled one
-            last_finished, last_change = progress.finished, now
-        if progress.pending == 0:
-            log.info("%s: %s", step, describe(progress, now - started, first.finished))
-            return progress
-        if now - last_log >= policy.progress_interval:
+        if changed_at != last_changed_at or paused:  # a paused step is not a stalled one
+            last_changed_at, last_change = changed_at, now
+        if progress is not None:
             log.info("%s: %s", step, describe(progress, now - started, first.finished))
             last_log = now
+            if not pending:
+                return progress
         if now - started > policy.timeout:
+            progress = storage.ledger.progress(refresh_id, step)
             raise StepTimeout(
                 f"{step} timed out after {policy.timeout / 60:.0f} min with {progress.pending} of "
                 f"{progress.total} entities still pending. Check that ESI answers (the ESI requests by "
@@ -239,6 +243,7 @@ def wait_for_step(
                 f"fetched are served from the cache. Raise the step timeout if the universe outgrew it."
             )
         if now - last_change > policy.stall_timeout:
+            progress = storage.ledger.progress(refresh_id, step)
             raise StepTimeout(
                 f"{step} made no progress for {policy.stall_timeout:.0f} s ({progress.pending} of "
                 f"{progress.total} pending). Check that workers are running and ESI is reachable, then re-run."
