@@ -3,6 +3,7 @@ location), and what each materialization says changed tonight, only about its ow
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -95,7 +96,16 @@ def test_each_materialization_says_what_changed_in_its_own_asset(tmp_path) -> No
         resources = refresh_resources(
             database_url=url, esi_base_url=simulator.url, poll_interval_seconds=0.05
         )
-        first = materialize_all(resources)
+        # The first night is filed under yesterday, so tonight's snapshot has one to compare with.
+        yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+        snapshot_config = {"config": {"snapshot_date": yesterday, "force": True}}
+        first = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            resources=resources,
+            run_config={
+                "ops": {"alliance_snapshot": snapshot_config, "corporation_snapshot": snapshot_config}
+            },
+        )
         assert first.success
         night = {name: first.asset_materializations_for_node(name)[0].metadata for name in TABLES}
         assert night["alliances"]["new_alliances"].value == UNIVERSE.alliances
