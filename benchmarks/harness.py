@@ -31,7 +31,10 @@ from killreport_assets_tests.databases import postgres_database
 from killreport_assets_tests.rabbit_support import rabbitmqctl
 
 BIN = Path(sys.executable).parent
-STEP_TIME = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s|m)\b')
+# Dagster's step durations: 533ms, 5.6s, 4m52s, 1h4m.
+STEP_TIME = re.compile(
+    r'Finished execution of step "(\w+)" in (?:(\d+)h)?(?:(\d+)m(?!s))?(?:([\d.]+)s)?(?:([\d.]+)ms)?\.'
+)
 REAL_SIZE = {"alliances": 3616, "corporations": 20900}
 ORIGINAL_SECONDS = 95 * 60  # the system this replaces, for about 25,000 requests
 
@@ -170,8 +173,14 @@ def materialize(env: dict[str, str], esi: SimulatorProcess, workers: Workers | N
         wall = time.monotonic() - started
         dagster_rss = int(rss_file.read_text().split()[-1]) / 1024
     steps = {
-        name: round(float(value) * {"ms": 0.001, "s": 1, "m": 60}[unit], 2)
-        for name, value, unit in STEP_TIME.findall(done.stderr)
+        name: round(
+            float(hours or 0) * 3600
+            + float(minutes or 0) * 60
+            + float(seconds or 0)
+            + float(millis or 0) / 1000,
+            2,
+        )
+        for name, hours, minutes, seconds, millis in STEP_TIME.findall(done.stderr)
     }
     return Refresh(
         exit_code=done.returncode,
