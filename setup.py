@@ -50,8 +50,6 @@ setup(
             # The dependency audit of .ci/run (.ci/audit): PyPA's own checker of PyPI advisories.
             "pip-audit>=2.7",
         ],
-        # `python -m benchmarks.summary` draws the requests-per-second chart of docs/benchmarks.md.
-        "bench": ["matplotlib>=3.8,<4"],
     },
     entry_points={"console_scripts": ["killreport=killreport_assets.cli:main"]},
 )
