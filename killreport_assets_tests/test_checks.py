@@ -13,9 +13,11 @@ import sqlalchemy as sa
 from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
 from killreport_assets.resources import refresh_resources
+from killreport_assets.sensors import failure_alert_sensor
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.storage import Storage
 from killreport_assets_tests import schema as t
+from killreport_assets_tests.http_receiver import HttpReceiver
 from killreport_assets_tests.refresh_support import check_results, failure_message, materialize_all
 
 
@@ -138,8 +140,8 @@ def test_checks_fail_on_seeded_bad_data(
     assert {name for name, passed in results.items() if not passed} == failing
 
 
-def test_a_failing_check_on_corporations_keeps_the_night_out_of_the_snapshots(
-    refreshed, tmp_path: Path
+def test_a_failing_check_on_corporations_keeps_the_night_out_of_the_snapshots_and_alerts(
+    refreshed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good, _ = refreshed
     database = tmp_path / "bad.db"
@@ -148,16 +150,31 @@ def test_a_failing_check_on_corporations_keeps_the_night_out_of_the_snapshots(
     with storage.engine.begin() as conn:
         _dangling_membership(conn)
     storage.dispose()
-    result = dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
-        selection=dg.AssetSelection.checks_for_assets(ALL_ASSETS[2])
-        | dg.AssetSelection.assets("alliance_snapshot", "corporation_snapshot"),
-        resources=refresh_resources(database_url=f"sqlite:///{database}"),
-        raise_on_error=False,
-    )
-    assert not result.success
-    assert check_results(result)["memberships_reference_corporations"] is False
-    assert result.get_asset_materialization_events() == [], "no snapshot was written"
+    with dg.instance_for_test() as instance, HttpReceiver() as hook:
+        result = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            selection=dg.AssetSelection.checks_for_assets(ALL_ASSETS[2])
+            | dg.AssetSelection.assets("alliance_snapshot", "corporation_snapshot"),
+            resources=refresh_resources(database_url=f"sqlite:///{database}"),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert check_results(result)["memberships_reference_corporations"] is False
+        assert result.get_asset_materialization_events() == [], "no snapshot was written"
+
+        monkeypatch.setenv("KILLREPORT_ALERT_WEBHOOK_URL", f"{hook.url}/services/T000/B000/secret")
+        failure_alert_sensor(
+            dg.build_run_status_sensor_context(
+                sensor_name=failure_alert_sensor.name,
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                dagster_event=result.get_run_failure_event(),
+            ).for_run_failure()
+        )
+        lines = hook.next_request().json()["text"].splitlines()
+    assert lines[1] == "Failed step: corporations_memberships_reference_corporations"
+    assert "memberships_reference_corporations" in lines[2]
 
 
 def test_a_snapshot_for_another_day_is_refused_unless_forced(tmp_path: Path) -> None:
