@@ -97,7 +97,7 @@ class Reports:
         entity = tables.metadata.tables[table]
         query = sa.select(entity.c.id, entity.c.name).where(entity.c.closed_at.is_(None))
         with self._engine.connect() as conn:
-            return dict(conn.execute(query).tuples().all())
+            return {row.id: row.name for row in conn.execute(query)}
 
     def movers(self, of: str, day: dt.date, limit: int = 10) -> pd.DataFrame:
         """The `limit` largest member-count changes between `day`'s snapshot and the one before it
