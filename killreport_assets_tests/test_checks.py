@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from killreport_assets.assets import ALL_ASSETS
-from killreport_assets.checks import ALL_CHECKS
+from killreport_assets.checks import ALL_CHECKS, memberships_reference_corporations
 from killreport_assets.resources import refresh_resources
 from killreport_assets.sensors import failure_alert_sensor
 from killreport_assets.simulator import SimulatorConfig, SimulatorServer
@@ -42,7 +42,7 @@ def refreshed(tmp_path_factory: pytest.TempPathFactory):
 def run_checks(database: Path) -> dict[str, bool]:
     result = dg.materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
-        selection=dg.AssetSelection.all_asset_checks(),
+        selection=dg.AssetSelection.checks(*ALL_CHECKS),  # the steps' own checks run with their steps
         resources=refresh_resources(database_url=f"sqlite:///{database}"),
         raise_on_error=False,  # a failing blocking check fails the run
     )
@@ -153,7 +153,7 @@ def test_a_failing_check_on_corporations_keeps_the_night_out_of_the_snapshots_an
     with dg.instance_for_test() as instance, HttpReceiver() as hook:
         result = dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
-            selection=dg.AssetSelection.checks_for_assets(ALL_ASSETS[2])
+            selection=dg.AssetSelection.checks(memberships_reference_corporations)
             | dg.AssetSelection.assets("alliance_snapshot", "corporation_snapshot"),
             resources=refresh_resources(database_url=f"sqlite:///{database}"),
             instance=instance,
