@@ -30,6 +30,8 @@ setup(
         "pika>=1.3,<2",
         "httpx>=0.27,<1",
         "pandas>=2.1,<3",
+        # pandas draws the asset pages' charts with it (DataFrame.plot), inlined as PNG in Markdown.
+        "matplotlib>=3.8,<4",
         "pydantic>=2.6,<3",
         "SQLAlchemy>=2.0,<2.2",
         "alembic>=1.13,<2",
@@ -48,8 +50,6 @@ setup(
             # The dependency audit of .ci/run (.ci/audit): PyPA's own checker of PyPI advisories.
             "pip-audit>=2.7",
         ],
-        # `python -m benchmarks.summary` draws the requests-per-second chart of docs/benchmarks.md.
-        "bench": ["matplotlib>=3.8,<4"],
     },
     entry_points={"console_scripts": ["killreport=killreport_assets.cli:main"]},
 )

@@ -42,8 +42,10 @@ def wait_loop_queries(storage: Storage) -> dict[str, float]:
     storage.leases.acquire("benchmark", refresh_id, "benchmark", 60.0)
     return {
         "lease_heartbeat": median_ms(lambda: storage.leases.heartbeat("benchmark", refresh_id)),
-        "ledger_progress": median_ms(lambda: storage.ledger.progress(refresh_id, "corporations")),
+        "ledger_pulse": median_ms(lambda: storage.ledger.pulse(refresh_id, "corporations")),
         "esi_pauses": median_ms(storage.pauses.active),
+        # not every poll: once per progress interval (30 s) and at the end
+        "ledger_progress": median_ms(lambda: storage.ledger.progress(refresh_id, "corporations")),
         "latest_refresh": median_ms(lambda: storage.ledger.latest_refresh(step="corporations")),
     }
 

@@ -1,17 +1,25 @@
-"""Asset checks: referential integrity, snapshot completeness and consistency, failed entities of
-every registered kind, and a day-over-day drop in total members."""
+"""Asset checks: referential integrity, snapshot completeness and consistency, and a day-over-day
+drop in total members. (Each ESI step checks its failed entities itself: `assets/refresh.py`.)
+
+The ERROR checks are blocking: a failing one fails the run (which alerts through the failure
+webhook) and, on `corporations`, keeps a bad night out of the snapshots. The WARN checks report.
+"""
 
 import dagster as dg
 
-from killreport_assets.assets import alliance_snapshot, corporations
-from killreport_assets.registry import CORPORATIONS, REGISTRY, EntityKind
+from killreport_assets.assets import alliance_snapshot, corporation_snapshot, corporations
+from killreport_assets.registry import CORPORATIONS
 from killreport_assets.resources import DatabaseResource
 
 MEMBER_DROP_WARN = 0.20
 SHOWN = 50
 
 
-@dg.asset_check(asset=corporations, description="Every membership points at an existing, open corporation.")
+@dg.asset_check(
+    asset=corporations,
+    blocking=True,
+    description="Every membership points at an existing, open corporation (blocks the snapshots).",
+)
 def memberships_reference_corporations(
     context: dg.AssetCheckExecutionContext, database: DatabaseResource
 ) -> dg.AssetCheckResult:
@@ -30,28 +38,25 @@ def memberships_reference_corporations(
     )
 
 
-def failed_entities_check(kind: EntityKind) -> dg.AssetChecksDefinition:
-    """`<kind>_failed_entities` on the kind's asset: warns when any entity failed permanently."""
+def snapshot_complete_check(asset: dg.AssetsDefinition, of: str) -> dg.AssetChecksDefinition:
+    """`open_<of>s_have_snapshot`: every open alliance or corporation has a row for the latest date."""
 
     @dg.asset_check(
-        asset=dg.AssetKey(kind.name),
-        name=f"{kind.name}_failed_entities",
-        description=f"Entities of the {kind.name} step that failed permanently in this run (warns when any).",
+        asset=asset,
+        name=f"open_{of}s_have_snapshot",
+        blocking=True,
+        description=f"Every open {of} has a snapshot row for the latest snapshot date.",
     )
-    def check(context: dg.AssetCheckExecutionContext, database: DatabaseResource) -> dg.AssetCheckResult:
-        ledger = database.storage.ledger
-        progress = ledger.progress(context.run.run_id, kind.name)
-        failures = ledger.failures(context.run.run_id, kind.name)
-        ratio = len(failures) / progress.total if progress.total else 0.0
+    def check(database: DatabaseResource) -> dg.AssetCheckResult:
+        snapshots = database.storage.snapshots
+        day = snapshots.latest_date(of)
+        missing = snapshots.open_missing_from(of, day)
         return dg.AssetCheckResult(
-            passed=not failures,
-            severity=dg.AssetCheckSeverity.WARN,
+            passed=day is not None and not missing,
             metadata={
-                "failed": len(failures),
-                "entities": progress.total,
-                "failed_ratio": round(ratio, 6),
-                "failed_ids": dg.MetadataValue.json([i for i, _ in failures[:SHOWN]]),
-                "errors": dg.MetadataValue.json({str(i): (e or "")[:200] for i, e in failures[:10]}),
+                "snapshot_date": str(day),
+                "missing": len(missing),
+                "missing_ids": dg.MetadataValue.json(missing[:SHOWN]),
             },
         )
 
@@ -59,29 +64,32 @@ def failed_entities_check(kind: EntityKind) -> dg.AssetChecksDefinition:
 
 
 @dg.asset_check(
-    asset=alliance_snapshot, description="Every listed alliance has a snapshot row for the run's date."
+    asset=corporation_snapshot,
+    blocking=True,
+    description="Each snapshot row carries the member count and confirmation time `corporations` holds.",
 )
-def listed_alliances_have_snapshot(database: DatabaseResource) -> dg.AssetCheckResult:
+def corporation_snapshot_matches_corporations(database: DatabaseResource) -> dg.AssetCheckResult:
     snapshots = database.storage.snapshots
-    day = snapshots.latest_alliance_snapshot_date()
-    missing = snapshots.open_alliances_missing_from(day)
+    day = snapshots.latest_date("corporation")
+    differing = snapshots.corporation_figures_differing(day)
     return dg.AssetCheckResult(
-        passed=day is not None and not missing,
+        passed=day is not None and not differing,
         metadata={
             "snapshot_date": str(day),
-            "missing": len(missing),
-            "missing_ids": dg.MetadataValue.json(missing[:SHOWN]),
+            "differing": len(differing),
+            "differing_ids": dg.MetadataValue.json(differing[:SHOWN]),
         },
     )
 
 
 @dg.asset_check(
     asset=alliance_snapshot,
+    blocking=True,
     description="Corporation and member totals agree between the snapshot, `alliances` and the memberships.",
 )
 def totals_consistent(database: DatabaseResource) -> dg.AssetCheckResult:
     snapshots = database.storage.snapshots
-    day = snapshots.latest_alliance_snapshot_date()
+    day = snapshots.latest_date("alliance")
     figures = snapshots.alliance_totals(day)
     passed = len({tuple(v.values()) for v in figures.values()}) == 1
     return dg.AssetCheckResult(
@@ -114,8 +122,9 @@ def member_total_day_over_day(database: DatabaseResource) -> dg.AssetCheckResult
 
 ALL_CHECKS = [
     memberships_reference_corporations,
-    *(failed_entities_check(kind) for kind in REGISTRY),
-    listed_alliances_have_snapshot,
+    snapshot_complete_check(alliance_snapshot, "alliance"),
+    snapshot_complete_check(corporation_snapshot, "corporation"),
+    corporation_snapshot_matches_corporations,
     totals_consistent,
     member_total_day_over_day,
 ]

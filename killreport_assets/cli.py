@@ -51,6 +51,45 @@ def esi_id(raw: str) -> int:
     return value
 
 
+# What each subcommand reads from the environment, for its --help (`killreport config` prints values).
+READS: dict[str, tuple[str, ...]] = {
+    "esi-sim": (),
+    "demo": (
+        "KILLREPORT_ESI_MAX_RPS, KILLREPORT_ESI_CONCURRENCY (how hard to push the simulator)",
+        "DAGSTER_HOME (the run history; default ./killreport-demo/dagster)",
+    ),
+    "migrate": ("KILLREPORT_DATABASE_URL (the database)", "DAGSTER_HOME (where the default SQLite file is)"),
+    "config": ("every KILLREPORT_* variable",),
+    "worker": (
+        "KILLREPORT_RABBITMQ_URL (required: the broker)",
+        "KILLREPORT_DATABASE_URL",
+        "KILLREPORT_ESI_BASE_URL, KILLREPORT_ESI_CONTACT, KILLREPORT_ESI_MAX_RPS (the whole fleet's budget), "
+        "KILLREPORT_ESI_CONCURRENCY, KILLREPORT_ESI_ERROR_LIMIT_MARGIN, KILLREPORT_ESI_DOWNTIME",
+        "KILLREPORT_WORKER_CONCURRENCY (--concurrency's default)",
+        "KILLREPORT_MAX_ATTEMPTS, KILLREPORT_RETRY_DELAY_SECONDS, KILLREPORT_STEP_LEASE_SECONDS",
+        "KILLREPORT_PROGRESS_INTERVAL_SECONDS (its summary lines)",
+        "KILLREPORT_LOG_FORMAT, KILLREPORT_LOG_LEVEL, KILLREPORT_LOG_FILE",
+    ),
+    "queues": (
+        "KILLREPORT_RABBITMQ_URL (required)",
+        "KILLREPORT_RABBITMQ_MANAGEMENT_URL (the unacked counts)",
+        "KILLREPORT_DATABASE_URL (the ledger's progress)",
+        "KILLREPORT_RETRY_DELAY_SECONDS (which retry queues)",
+    ),
+    "enqueue": ("KILLREPORT_RABBITMQ_URL (required)", "KILLREPORT_DATABASE_URL (the jobs' ledger rows)"),
+    "doctor": (
+        "KILLREPORT_DATABASE_URL, KILLREPORT_RABBITMQ_URL, KILLREPORT_ESI_BASE_URL",
+        "KILLREPORT_DAGSTER_UI_URL (--webserver-url's default)",
+        "DAGSTER_HOME",
+    ),
+}
+
+
+def epilog(command: str) -> str | None:
+    reads = READS[command]
+    return "environment: " + "; ".join(reads) + "." if reads else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="killreport", description=__doc__)
     parser.add_argument("--version", action="version", version=f"killreport {__version__}")
@@ -59,14 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from killreport_assets.simulator import cli as simulator_cli
 
-    sim = commands.add_parser("esi-sim", help="serve a simulated ESI on loopback")
+    sim = commands.add_parser("esi-sim", help="serve a simulated ESI on loopback", epilog=epilog("esi-sim"))
     simulator_cli.configure_parser(sim)
     sim.set_defaults(run=simulator_cli.run)
 
     from killreport_assets import demo
 
     demo_parser = commands.add_parser(
-        "demo", help="start the simulator and run a full refresh in embedded mode (no internet needed)"
+        "demo",
+        help="start the simulator and run a full refresh in embedded mode (no internet needed)",
+        epilog=epilog("demo"),
     )
     demo.configure_parser(demo_parser)
     demo_parser.set_defaults(run=demo.run)
@@ -77,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create or upgrade the schema of the database KILLREPORT_DATABASE_URL names (default: "
         "SQLite in $DAGSTER_HOME or the working directory). Every process also does this when it opens "
         "the database; run it ahead to control when.",
+        epilog=epilog("migrate"),
     )
     shown = migrate.add_mutually_exclusive_group()
     shown.add_argument(
@@ -96,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective settings (KILLREPORT_* and defaults), secrets hidden",
         description="Every setting as the commands would use it: the KILLREPORT_* variables of this "
         "environment, or the defaults. Passwords and secret URL parameters are hidden.",
+        epilog=epilog("config"),
     )
     config.set_defaults(run=_config)
 
@@ -121,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
             worker_cli.run_enqueue,
         ),
     ):
-        command = commands.add_parser(name, help=help_text)
+        command = commands.add_parser(name, help=help_text, epilog=epilog(name))
         configure(command)
         command.set_defaults(run=run)
 
@@ -130,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_parser = commands.add_parser(
         "doctor",
         help="pre-flight: check database, broker, workers, ESI and Dagster; non-zero exit on failure",
+        epilog=epilog("doctor"),
     )
     doctor.configure_parser(doctor_parser)
     doctor_parser.set_defaults(run=doctor.run)

@@ -1,7 +1,8 @@
 """The one `dg.Definitions` of the code location.
 
-Loading reads one setting, the schedule hour; everything else is read by the resources when a run
-uses them, so a bad worker-only setting cannot stop the code location (and its failure sensor).
+Loading reads one setting, the schedule hour, and the schemes of the database and broker URLs (the
+assets' kinds; never failing); everything else is read by the resources when a run uses them, so a
+bad worker-only setting cannot stop the code location (and its failure sensor).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
 from killreport_assets.resources import DatabaseResource, EsiResource, TransportResource
 from killreport_assets.schedules import build_daily_refresh_schedule, daily_refresh_job
-from killreport_assets.sensors import failure_alert_sensor
+from killreport_assets.sensors import failure_alert_sensor, freshness_alert_sensor
 from killreport_assets.settings import schedule_hour
 
 
@@ -29,7 +30,7 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     jobs=[daily_refresh_job],
     schedules=[build_daily_refresh_schedule(schedule_hour())],
-    sensors=[failure_alert_sensor],
+    sensors=[failure_alert_sensor, freshness_alert_sensor],
     resources={
         "database": DatabaseResource(url=_secret("KILLREPORT_DATABASE_URL")),
         "esi": EsiResource(),

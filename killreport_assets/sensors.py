@@ -1,4 +1,5 @@
-"""The run-failure alert: one Slack- and Discord-compatible webhook post per failed run.
+"""Alerts through one Slack- and Discord-compatible webhook: one post per failed run, and one per
+asset that went stale (not materialized within its freshness policy's fail window).
 
 The daemon evaluates it for every failed run of this code location (the schedule's, the UI's and
 the CLI's alike, when they share the instance). Delivery is best effort: a webhook that times out,
@@ -9,7 +10,10 @@ so it is only ever logged as scheme://host/…
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +22,8 @@ from urllib.parse import urlsplit
 import dagster as dg
 import httpx
 
+from killreport_assets.assets import ALL_ASSETS
+from killreport_assets.assets.catalog import FRESHNESS
 from killreport_assets.settings import AlertSettings
 
 if TYPE_CHECKING:
@@ -28,6 +34,7 @@ WEBHOOK_TIMEOUT_SECONDS = 5.0
 MESSAGE_LIMIT = 2000
 # Dagster names the jobs it makes up for ad-hoc asset runs ("Materialize all", `materialize`) "__…".
 IMPLICIT_JOB_PREFIX = "__"
+ASSET_KEYS = [asset.key for asset in ALL_ASSETS]
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,9 @@ def failure_alert(context: dg.RunFailureSensorContext, ui_url: str) -> FailureAl
     )
 
 
-def post_alert(url: str, payload: Mapping[str, str], log: logging.Logger, *, timeout: float) -> bool:
+def post_alert(
+    url: str, payload: Mapping[str, str], log: logging.Logger, *, timeout: float, what: str = "failure alert"
+) -> bool:
     """POST `payload` to the webhook; True when it was accepted. Never raises for delivery problems."""
     where = redact_webhook(url)
     try:
@@ -83,13 +92,13 @@ def post_alert(url: str, payload: Mapping[str, str], log: logging.Logger, *, tim
     except httpx.HTTPError as exc:
         # httpx messages can quote the URL, whose path is the secret.
         reason = str(exc).replace(url, where) or type(exc).__name__
-        log.warning("failure alert not delivered to %s: %s (%s)", where, type(exc).__name__, reason)
+        log.warning("%s not delivered to %s: %s (%s)", what, where, type(exc).__name__, reason)
         return False
     if not response.is_success:
         answer = response.text[:200].replace(url, where)
-        log.warning("failure alert not delivered to %s: HTTP %d %s", where, response.status_code, answer)
+        log.warning("%s not delivered to %s: HTTP %d %s", what, where, response.status_code, answer)
         return False
-    log.info("failure alert delivered to %s", where)
+    log.info("%s delivered to %s", what, where)
     return True
 
 
@@ -125,3 +134,81 @@ def _innermost(error: SerializableErrorInfo) -> str:
     while error.cause is not None:
         error = error.cause
     return error.message.strip()
+
+
+@dataclass(frozen=True)
+class Stale:
+    asset: str
+    last: float | None  # epoch seconds of its latest materialization; None: never materialized
+
+    def describe(self, now: float) -> str:
+        return (
+            f"{self.asset} (never materialized)"
+            if self.last is None
+            else (f"{self.asset} (last {(now - self.last) / 3600:.0f} h ago)")
+        )
+
+
+def stale_assets(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], window: dt.timedelta, now: float, since: float
+) -> list[Stale]:
+    """Assets whose latest materialization (or `since`, when there was none) is older than `window`."""
+    found = []
+    for key in keys:
+        event = instance.get_latest_materialization_event(key)
+        last = None if event is None else event.timestamp
+        if now - (since if last is None else last) > window.total_seconds():
+            found.append(Stale(key.to_user_string(), last))
+    return found
+
+
+def freshness_alert(stale: Sequence[Stale], now: float, ui_url: str) -> dict[str, str]:
+    hours = FRESHNESS.fail_window.to_timedelta().total_seconds() / 3600
+    text = "\n".join(
+        [
+            f"killreport: {len(stale)} asset{'s are' if len(stale) > 1 else ' is'} stale "
+            f"(not materialized within {hours:.0f} h): " + ", ".join(s.describe(now) for s in stale),
+            "Check that the Dagster daemon runs (`killreport doctor`), that daily_refresh_schedule is "
+            "RUNNING, and that the code location loads.",
+            f"Assets: {ui_url.rstrip('/')}/assets",
+        ]
+    )
+    return {"text": text, "content": text[:MESSAGE_LIMIT], "username": "killreport"}
+
+
+@dg.sensor(
+    name="freshness_alert",
+    minimum_interval_seconds=600,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Posts to KILLREPORT_ALERT_WEBHOOK_URL once per asset that goes stale (its freshness policy's "
+        "fail window passed without a materialization): a stopped schedule or a failing code location "
+        "is noticed the next morning."
+    ),
+)
+def freshness_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    state = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    since = state.get("since", now)  # a new deployment is not stale before one window has passed
+    stale = stale_assets(context.instance, ASSET_KEYS, FRESHNESS.fail_window.to_timedelta(), now, since)
+    alerted: dict[str, float | None] = {
+        asset: last for asset, last in state.get("alerted", {}).items() if asset in {s.asset for s in stale}
+    }
+    news = [s for s in stale if s.asset not in alerted or alerted[s.asset] != s.last]
+    settings = AlertSettings.from_env()
+    if news and settings.webhook_url is not None:
+        payload = freshness_alert(news, now, settings.dagster_ui_url)
+        if post_alert(
+            settings.webhook_url,
+            payload,
+            context.log,
+            timeout=WEBHOOK_TIMEOUT_SECONDS,
+            what="freshness alert",
+        ):
+            alerted.update({s.asset: s.last for s in news})
+    context.update_cursor(json.dumps({"since": since, "alerted": alerted}))
+    return dg.SkipReason(
+        "stale: " + ", ".join(s.asset for s in stale)
+        if stale
+        else "every asset is within its freshness policy"
+    )

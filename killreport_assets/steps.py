@@ -7,6 +7,7 @@ ESI requests on them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import threading
@@ -188,14 +189,19 @@ def wait_for_step(
     stop = stop or threading.Event()
     started = last_change = last_log = time.monotonic()
     first = storage.ledger.progress(refresh_id, step)
-    last_finished = first.finished
-    paused_reason: str | None = None
+    last_changed_at: dt.datetime | None = None
+    pauses = PauseWatch(storage, step, log)
     unreachable_since: float | None = None
     while True:
         transport.check()
+        report = time.monotonic() - last_log >= policy.progress_interval
         try:
+            # Each poll costs a few index lookups at any universe size; the full count (a scan of the
+            # step's rows) only when it is logged, and at the end.
             renewed = storage.leases.heartbeat(step, refresh_id)
-            progress = storage.ledger.progress(refresh_id, step)
+            pending, changed_at = storage.ledger.pulse(refresh_id, step)
+            paused = pauses.poll()
+            progress = storage.ledger.progress(refresh_id, step) if report or not pending else None
         except Exception as exc:
             # A database restart (a package upgrade) is ridden out while the lease would still hold.
             if not is_disconnect(exc):
@@ -221,22 +227,15 @@ def wait_for_step(
                 f"{policy.lease_ttl:.0f} s (was the database unreachable?); re-run when the other refresh is done."
             )
         now = time.monotonic()
-        if progress.finished != last_finished:
-            last_finished, last_change = progress.finished, now
-        elif now - last_change > policy.stall_timeout / 2:
-            pause = _esi_pause(storage)
-            if pause is not None:
-                last_change = now  # a paused step is not a stalled one
-                if pause != paused_reason:
-                    log.info("%s: ESI requests are paused (%s); not counted as a stall", step, pause)
-            paused_reason = pause
-        if progress.pending == 0:
-            log.info("%s: %s", step, describe(progress, now - started, first.finished))
-            return progress
-        if now - last_log >= policy.progress_interval:
+        if changed_at != last_changed_at or paused:  # a paused step is not a stalled one
+            last_changed_at, last_change = changed_at, now
+        if progress is not None:
             log.info("%s: %s", step, describe(progress, now - started, first.finished))
             last_log = now
+            if not pending:
+                return progress
         if now - started > policy.timeout:
+            progress = storage.ledger.progress(refresh_id, step)
             raise StepTimeout(
                 f"{step} timed out after {policy.timeout / 60:.0f} min with {progress.pending} of "
                 f"{progress.total} entities still pending. Check that ESI answers (the ESI requests by "
@@ -244,6 +243,7 @@ def wait_for_step(
                 f"fetched are served from the cache. Raise the step timeout if the universe outgrew it."
             )
         if now - last_change > policy.stall_timeout:
+            progress = storage.ledger.progress(refresh_id, step)
             raise StepTimeout(
                 f"{step} made no progress for {policy.stall_timeout:.0f} s ({progress.pending} of "
                 f"{progress.total} pending). Check that workers are running and ESI is reachable, then re-run."
@@ -251,14 +251,44 @@ def wait_for_step(
         stop.wait(policy.poll_interval)
 
 
-def _esi_pause(storage: Storage) -> str | None:
-    active = storage.pauses.active()
-    if not active:
-        return None
-    source, reason, until = active[0]
-    return f"{reason} until {until:%H:%M:%S} UTC, reported by {source}" + (
-        f" and {len(active) - 1} more" if len(active) > 1 else ""
-    )
+class PauseWatch:
+    """Puts every ESI pause any process reports (`esi_pauses`: this one's governor, or a worker's)
+    into the step's log, once when it starts and once when it ends, with why and for how long."""
+
+    WHY = {
+        "error_limit_hold": "ESI's error budget is down to the reserve; new requests wait for its window to reset",
+        "error_limited": "ESI answered 420 (error limit reached); every request waits for the window to reset",
+        "rate_limited": "ESI answered 429 (rate limited); the route group's requests wait for Retry-After",
+        "downtime": "ESI is in its daily downtime; requests wait while a probe checks every 30 s",
+        "outage": "most ESI answers fail; requests wait while one probe at a time checks",
+    }
+
+    def __init__(self, storage: Storage, step: str, log: Log) -> None:
+        self._storage, self._step, self._log = storage, step, log
+        self._open: dict[tuple[str, str], float] = {}  # (source, reason) -> when it was first seen
+
+    def poll(self) -> bool:
+        """Log pauses that began or ended since the last poll; whether one is on now."""
+        active = self._storage.pauses.active()
+        now, wall = time.monotonic(), dt.datetime.now(dt.UTC)
+        for source, reason, until in active:
+            if (source, reason) not in self._open:
+                self._open[(source, reason)] = now
+                self._log.warning(
+                    "%s: ESI paused (%s) by %s until %s UTC, %.0f s: %s",
+                    self._step,
+                    reason,
+                    source,
+                    f"{until:%H:%M:%S}",
+                    (until - wall).total_seconds(),
+                    self.WHY.get(reason, "requests wait"),
+                )
+        for key in set(self._open) - {(source, reason) for source, reason, _ in active}:
+            began = self._open.pop(key)
+            self._log.info(
+                "%s: ESI pause (%s) by %s over after %.0f s", self._step, key[1], key[0], now - began
+            )
+        return bool(active)
 
 
 def describe(progress: StepProgress, elapsed: float, already: int = 0) -> str:

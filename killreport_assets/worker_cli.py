@@ -42,7 +42,7 @@ def configure_worker_parser(parser: argparse.ArgumentParser) -> None:
         "--queues",
         type=_lane_list,
         default=None,
-        help=f"comma-separated queues to consume (default: all of {','.join(lane_names())})",
+        help=f"comma-separated queues to consume (default: all: {', '.join(lane_names())})",
     )
     parser.add_argument(
         "--concurrency",

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
 import sqlalchemy as sa
 
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess
 from killreport_assets.storage import Storage
 from killreport_assets.storage.database import head_revision
 from killreport_assets_tests import schema as t
+from killreport_assets_tests.dagster_support import free_port, wait_until
 from killreport_assets_tests.databases import postgres_database
 from killreport_assets_tests.db import scalar
 
@@ -70,8 +76,68 @@ def test_demo_runs_a_full_refresh_and_says_where_the_data_is(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "refresh succeeded" in done.stdout
-    assert str(database) in done.stdout and "dagster dev -w workspace.yaml" in done.stdout
-    assert database.exists()
+    home = tmp_path / "killreport-demo" / "dagster"
+    assert f"data: sqlite:///{database}; run history: {home}" in done.stdout
+    assert done.stdout.rstrip().endswith(
+        "look at it in the UI, refreshing from this simulator: killreport demo --ui"
+    )
+    assert database.exists() and (home / "history" / "runs.db").exists(), "the demo keeps its run history"
+
+
+def test_demo_ui_shows_the_demo_run_with_the_simulator_as_its_esi_until_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "KILLREPORT_ESI_MAX_RPS": "400"}
+    env.pop("DAGSTER_HOME", None)
+    log = (tmp_path / "demo.log").open("w")
+    demo = subprocess.Popen(
+        [
+            str(BIN / "killreport"),
+            "demo",
+            "--alliances",
+            "20",
+            "--corporations",
+            "100",
+            "--ui",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def runs() -> list | None:
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json={"query": "{ runsOrError { ... on Runs { results { runId status } } } }"},
+                    timeout=10,
+                ).json()
+            except httpx.HTTPError:
+                return None
+            return answer.get("data", {}).get("runsOrError", {}).get("results") or None
+
+        found = wait_until(runs, "the demo's UI to list the demo's run", 240)
+        assert [run["status"] for run in found] == ["SUCCESS"]
+        output = (tmp_path / "demo.log").read_text()
+        esi = re.search(r"its ESI is the simulator at (http://127\.0\.0\.1:\d+)\)", output)
+        assert esi, output
+        assert httpx.get(f"{esi[1]}/_sim/stats", timeout=10).json()["requests"] > 0, (
+            "the simulator still answers"
+        )
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(90) == 0
+        assert "stopped the Dagster UI and the ESI simulator" in (tmp_path / "demo.log").read_text()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{esi[1]}/_sim/stats", timeout=5)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(30)
+        log.close()
 
 
 def _killreport(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -167,3 +233,34 @@ def test_config_prints_every_effective_setting_with_secrets_hidden(tmp_path: Pat
     assert settings["alerts.webhook_url"] == "*** (set)"
     assert settings["refresh.stall_timeout"] == "900.0" and settings["refresh.lease_ttl"] == "120.0"
     assert "pw" not in done.stdout + done.stderr
+
+
+def test_every_subcommand_describes_each_option_and_the_environment_it_reads() -> None:
+    from killreport_assets.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    expected = {
+        "worker": [
+            "KILLREPORT_RABBITMQ_URL",
+            "KILLREPORT_DATABASE_URL",
+            "KILLREPORT_ESI_MAX_RPS",
+            "KILLREPORT_WORKER_CONCURRENCY",
+        ],
+        "queues": [
+            "KILLREPORT_RABBITMQ_URL",
+            "KILLREPORT_RABBITMQ_MANAGEMENT_URL",
+            "KILLREPORT_DATABASE_URL",
+        ],
+        "enqueue": ["KILLREPORT_RABBITMQ_URL", "KILLREPORT_DATABASE_URL"],
+        "migrate": ["KILLREPORT_DATABASE_URL"],
+        "doctor": ["KILLREPORT_DAGSTER_UI_URL", "KILLREPORT_DATABASE_URL", "KILLREPORT_RABBITMQ_URL"],
+        "demo": ["KILLREPORT_ESI_MAX_RPS", "DAGSTER_HOME"],
+        "config": ["KILLREPORT_*"],
+    }
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"killreport {name} {'/'.join(action.option_strings) or action.dest}: no help"
+        text = " ".join(command.format_help().split())
+        for variable in expected.get(name, []):
+            assert variable in text, f"killreport {name} --help does not name {variable}"

@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from killreport_assets.assets.refresh import Refresh, esi_step
-from killreport_assets.checks import failed_entities_check
 from killreport_assets.esi.models import EsiModel
 from killreport_assets.registry import REGISTRY, EntityKind, Gone
 from killreport_assets.resources import refresh_resources
@@ -95,9 +94,7 @@ def simulator_with_factions() -> Iterator[tuple[SimulatorServer, dict[int, int]]
 
 
 def _refresh(resources: dict) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [factions, failed_entities_check(FACTIONS)], resources=resources, raise_on_error=False
-    )
+    return dg.materialize([factions], resources=resources, raise_on_error=False)
 
 
 def _assert_table_is_the_universe(storage: Storage) -> None:

@@ -4,6 +4,7 @@ to the webhook, a failing webhook never breaks the sensor, and the webhook URL n
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -16,7 +17,12 @@ from killreport_assets import sensors
 from killreport_assets.assets import ALL_ASSETS
 from killreport_assets.checks import ALL_CHECKS
 from killreport_assets.resources import refresh_resources
-from killreport_assets.sensors import MESSAGE_LIMIT, FailureAlert, failure_alert_sensor
+from killreport_assets.sensors import (
+    MESSAGE_LIMIT,
+    FailureAlert,
+    failure_alert_sensor,
+    freshness_alert_sensor,
+)
 from killreport_assets.settings import Settings, SettingsError
 from killreport_assets.simulator import SimulatorConfig, SimulatorProcess, SimulatorServer
 from killreport_assets_tests.dagster_support import LOCATION, DagsterDev, free_port, wait_until
@@ -241,3 +247,50 @@ def _sensor_ticks(dev: DagsterDev) -> int:
     state = data["sensorOrError"]["sensorState"]
     assert state["status"] == "RUNNING", "the sensor is on by default"
     return len(state["ticks"])
+
+
+def test_stale_assets_alert_once_through_the_webhook_until_they_are_materialized(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment 31 h old in which only `alliances` was ever materialized: the freshness sensor posts
+    the four others once (not again on the next tick), and forgets them once they are materialized."""
+    deployed = time.time() - 31 * 3600
+    with HttpReceiver() as hook, dg.instance_for_test() as instance:
+        monkeypatch.setenv("KILLREPORT_ALERT_WEBHOOK_URL", f"{hook.url}/services/{SECRET}")
+        monkeypatch.setenv("KILLREPORT_DAGSTER_UI_URL", UI_URL)
+        instance.report_runless_asset_event(dg.AssetMaterialization("alliances"))
+
+        def tick(cursor: str | None) -> tuple[str, str | None]:
+            context = dg.build_sensor_context(instance=instance, cursor=cursor)
+            outcome = freshness_alert_sensor(context)
+            return outcome.skip_message, context.cursor
+
+        message, cursor = tick(json.dumps({"since": deployed}))
+        lines = hook.next_request().json()["text"].splitlines()
+        others = ["alliance_corporations", "corporations", "alliance_snapshot", "corporation_snapshot"]
+        assert lines[0] == (
+            "killreport: 4 assets are stale (not materialized within 30 h): "
+            + ", ".join(f"{name} (never materialized)" for name in others)
+        )
+        assert "`killreport doctor`" in lines[1] and lines[2] == f"Assets: {UI_URL}/assets"
+        assert message == "stale: " + ", ".join(others)
+
+        message, cursor = tick(cursor)
+        assert message == "stale: " + ", ".join(others)
+        for name in others:
+            instance.report_runless_asset_event(dg.AssetMaterialization(name))
+        message, cursor = tick(cursor)
+        assert message == "every asset is within its freshness policy"
+        assert json.loads(cursor or "{}")["alerted"] == {}
+        assert hook.requests.empty(), "one post for the whole stale episode"
+
+
+def test_a_step_over_its_failure_threshold_still_reports_its_failed_entities(
+    failed_refresh: tuple[dg.DagsterInstance, dg.ExecuteInProcessResult, list[int]],
+) -> None:
+    _, result, poison = failed_refresh
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "alliances_failed_entities"]
+    assert not check.passed and check.metadata["failed"].value == 3
+    assert check.metadata["failed_ids"].value == poison
+    assert set(check.metadata["errors"].value) == {str(i) for i in poison}
+    assert all("500" in error for error in check.metadata["errors"].value.values())

@@ -1,7 +1,8 @@
 """The Dagster UI in a real browser: Debian's Chromium, driven by Playwright, clicks "Materialize all"
-on the asset graph of a `dagster dev` serving this project against the ESI simulator, and sees the
-five assets materialized. Screenshots go to test-output/ui/ (git-ignored): the materialized
-graph, or what the browser showed when the test failed.
+on the asset graph of a `dagster dev` serving this project against the ESI simulator, sees the five
+assets materialized, then opens alliance_snapshot's page and finds its column schema, freshness
+policy and chart. Screenshots go to test-output/ui/ (git-ignored): the materialized graph, the
+column schema, the freshness state and the chart, or what the browser showed when the test failed.
 
 `dagster dev` runs on the production instance config (deploy/dagster.yaml on a throw-away
 PostgreSQL database), so the run goes through the same run queue, daemon and code server as in
@@ -88,6 +89,36 @@ def test_materialize_all_from_the_asset_graph(dagster_ui: DagsterDev, page: Page
     assert {
         "/".join(a["assetKey"]["path"]): a["assetMaterializations"][0]["runId"] for a in latest["assetNodes"]
     } == {name: run_id for name in ASSETS}
+
+    try:
+        look_at_the_snapshot_page(dagster_ui, page)
+    except BaseException:
+        page.screenshot(path=OUTPUT / "failure.png", full_page=True)
+        raise
+
+
+def look_at_the_snapshot_page(dagster_ui: DagsterDev, page: Page) -> None:
+    """The alliance_snapshot page: its column schema, its freshness policy, and the chart of the
+    largest alliances drawn from the snapshots; a screenshot of each."""
+    page.goto(f"{dagster_ui.url}/assets/alliance_snapshot")
+    columns = page.get_by_text("corporation_count", exact=True).first
+    expect(columns).to_be_visible()
+    columns.scroll_into_view_if_needed()
+    page.screenshot(path=OUTPUT / "column-schema.png", full_page=True)
+
+    freshness = page.get_by_text(re.compile(r"fresh", re.IGNORECASE)).first
+    expect(freshness).to_be_visible()
+    freshness.scroll_into_view_if_needed()
+    page.screenshot(path=OUTPUT / "freshness.png", full_page=True)
+
+    entry = page.get_by_text("largest_alliances_chart", exact=True).first
+    expect(entry).to_be_visible()
+    chart = page.locator('img[alt^="Members of today\'s largest alliances"]')
+    if not chart.count():  # Markdown metadata opens in a dialog
+        entry.locator("xpath=ancestor::tr").get_by_role("button").first.click()
+    expect(chart.first).to_be_visible()
+    assert chart.first.evaluate("img => img.naturalWidth") > 100, "the PNG decoded"
+    chart.first.screenshot(path=OUTPUT / "largest-alliances-chart.png")
 
 
 def materialize_all(dagster_ui: DagsterDev, page: Page) -> str:

@@ -7,9 +7,10 @@ live in the job handler and storage.
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
 
 from killreport_assets.assets.refresh import Refresh, esi_step
-from killreport_assets.assets.reporting import sample
+from killreport_assets.assets.reporting import as_table, sample
 from killreport_assets.registry import ALLIANCE_CORPORATIONS, ALLIANCES, CORPORATIONS
 from killreport_assets.storage import ListingShrank
 
@@ -20,7 +21,11 @@ def _now() -> dt.datetime:
 
 @esi_step(
     ALLIANCES,
-    description="Every alliance ESI lists, with its details; alliances no longer listed get `closed_at`.",
+    description=(
+        "One row per alliance ESI has ever listed: its details as ESI last answered, the latest "
+        "`member_count` and `corporation_count` (from `alliance_snapshot`), and `closed_at` once ESI "
+        "stops listing it. Rows are never deleted."
+    ),
 )
 def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.MaterializeResult:
     started = _now()
@@ -36,6 +41,7 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
         settings.cache_days,
         pruned.process_rows,
     )
+    names = refresh.storage.reports.names(ALLIANCES.name)
     listing = refresh.esi.alliance_ids()
     listed = listing.value or []
     if not listed:
@@ -52,12 +58,27 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info("alliances: ESI lists %d; %d newly closed, %d reopened", len(listed), closed, reopened)
     outcome = refresh.run(context, ALLIANCES, listed)
+    changes = refresh.storage.reports.table_changes(ALLIANCES.name, started)
+    now_named = refresh.storage.reports.names(ALLIANCES.name)
+    renamed = [(i, names[i], name) for i, name in now_named.items() if i in names and names[i] != name]
     metadata = refresh.metadata(
         outcome,
-        **refresh.storage.reports.table_changes(ALLIANCES.name, started),
+        new_alliances=changes["created"],
+        closed_alliances=changes["closed"],
+        renamed_alliances=len(renamed),
+        open_alliances=refresh.storage.reports.universe_series()["alliances"],
+        changed_alliances=changes["updated"],
         listed=len(listed),
         pruned=dg.MetadataValue.json(pruned.as_dict()),
-        **{"dagster/row_count": len(listed), "sample": sample(refresh.storage, ALLIANCES.name)},
+        **{
+            "dagster/row_count": len(listed),
+            "sample": sample(refresh.storage, ALLIANCES.name),
+            **(
+                {"renamed": as_table(pd.DataFrame(renamed[:20], columns=["id", "was", "now"]))}
+                if renamed
+                else {}
+            ),
+        },
     )
     return dg.MaterializeResult(metadata=metadata)
 
@@ -65,7 +86,11 @@ def alliances(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Materia
 @esi_step(
     ALLIANCE_CORPORATIONS,
     deps=[alliances],
-    description="The current member list of every listed alliance; joins and leaves go to history.",
+    description=(
+        "One row per (alliance, member corporation) exactly as ESI lists each listed alliance's members "
+        "tonight, with when the membership was first seen. Joins and leaves go to "
+        "`alliance_membership_history`."
+    ),
 )
 def alliance_corporations(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.MaterializeResult:
     storage = refresh.storage
@@ -89,9 +114,10 @@ def alliance_corporations(context: dg.AssetExecutionContext, refresh: Refresh) -
     CORPORATIONS,
     deps=[alliance_corporations],
     description=(
-        "Every member corporation, every corporation whose stored alliance no longer lists it "
-        "(leavers), and a share of those in no alliance so each is confirmed at least every "
-        "KILLREPORT_REVALIDATE_DAYS days; 404 sets `closed_at`."
+        "One row per corporation that was ever a member of a listed alliance: its details as ESI last "
+        "answered, `alliance_id` (NULL in no alliance), `confirmed_at` (when ESI last answered for it) and "
+        "`closed_at` (ESI answered 404). Refreshed nightly: every member, every leaver, and a share of those "
+        "in no alliance so each is confirmed at least every KILLREPORT_REVALIDATE_DAYS days."
     ),
 )
 def corporations(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.MaterializeResult:
@@ -107,9 +133,13 @@ def corporations(context: dg.AssetExecutionContext, refresh: Refresh) -> dg.Mate
         days,
     )
     outcome = refresh.run(context, CORPORATIONS, chosen.ids)
+    changes = refresh.storage.reports.table_changes(CORPORATIONS.name, started)
     metadata = refresh.metadata(
         outcome,
-        **refresh.storage.reports.table_changes(CORPORATIONS.name, started),
+        new_corporations=changes["created"],
+        changed_corporations=changes["updated"],
+        closed_corporations=changes["closed"],
+        open_corporations=refresh.storage.reports.universe_series()["corporations"],
         members=len(chosen.members),
         leavers=len(chosen.leavers),
         revalidated=len(chosen.revalidated),

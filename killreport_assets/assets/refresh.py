@@ -3,12 +3,13 @@ and the metadata every ESI step reports. An asset for a new kind is a few lines 
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
+from killreport_assets.assets.catalog import definition
 from killreport_assets.assets.reporting import failure_metadata, step_counts
 from killreport_assets.esi import EsiClient
 from killreport_assets.registry import EntityKind
@@ -24,6 +25,7 @@ INFRA_RETRY = dg.RetryPolicy(
     max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 ESI_POOL = "esi"
+FAILED_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,14 @@ class Refresh:
         return outcome
 
     def metadata(self, outcome: StepOutcome, **extra: Any) -> dict[str, Any]:
-        """What every ESI step reports: ledger counts, ESI answers, client stats, failures, the
-        universe's size (plotted across runs), plus `extra`."""
+        """What every ESI step reports: ledger counts, ESI answers, client stats, failures, plus
+        `extra` (what changed in the step's own table)."""
         return {
             **step_counts(outcome),
             "esi_answers_by_status": dg.MetadataValue.json(outcome.progress.by_http_status),
             "esi_client": dg.MetadataValue.json(self.esi.stats()),
             "duration_seconds": round(outcome.seconds, 1),
             **failure_metadata(outcome),
-            **self.storage.reports.universe_series(),
             **extra,
         }
 
@@ -88,30 +89,67 @@ StepBody = Callable[[dg.AssetExecutionContext, Refresh], dg.MaterializeResult]
 def esi_step(
     kind: EntityKind, *, description: str, deps: Sequence[dg.AssetsDefinition] = ()
 ) -> Callable[[StepBody], dg.AssetsDefinition]:
-    """The asset of `kind`'s ESI step (named like the kind), around `body(context, refresh)`: the
-    group, retry policy and `esi` pool every ESI step shares, and the three resources it takes."""
+    """The asset of `kind`'s ESI step (named like the kind and its table), around
+    `body(context, refresh)`: the group, retry policy, `esi` pool and catalog entries every ESI step
+    shares, and the three resources it takes."""
 
     def decorate(body: StepBody) -> dg.AssetsDefinition:
+        check = f"{kind.name}_failed_entities"
+
         @dg.asset(
             name=kind.name,
             group_name=GROUP,
             deps=deps,
-            kinds={"sql"},
             retry_policy=INFRA_RETRY,
             pool=ESI_POOL,
             description=description,
+            check_specs=[
+                dg.AssetCheckSpec(
+                    check,
+                    asset=kind.name,
+                    description=f"Entities of the {kind.name} step that failed permanently in this run, and "
+                    "why (warns when any; reported even when the step fails its failure threshold).",
+                )
+            ],
+            **definition(kind.store.table, esi_step=True),
         )
         def step(
             context: dg.AssetExecutionContext,
             database: DatabaseResource,
             esi: EsiResource,
             transport: TransportResource,
-        ) -> dg.MaterializeResult:
-            return body(context, Refresh.of(database, esi, transport))
+        ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+            refresh = Refresh.of(database, esi, transport)
+            try:
+                result = body(context, refresh)
+            except dg.Failure:
+                yield failed_entities(check, kind, refresh.storage, context.run.run_id)  # which, and why
+                raise
+            checked = failed_entities(check, kind, refresh.storage, context.run.run_id)
+            yield dg.MaterializeResult(metadata=result.metadata, check_results=[checked])
 
         return step
 
     return decorate
+
+
+def failed_entities(check: str, kind: EntityKind, storage: Storage, run_id: str) -> dg.AssetCheckResult:
+    """The step's permanently failed entities in this run, with their last errors (WARN when any)."""
+    progress = storage.ledger.progress(run_id, kind.name)
+    failures = storage.ledger.failures(run_id, kind.name)
+    ratio = len(failures) / progress.total if progress.total else 0.0
+    return dg.AssetCheckResult(
+        check_name=check,
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "failed": len(failures),
+            "entities": progress.total,
+            "failed_ratio": round(ratio, 6),
+            "failed_ids": dg.MetadataValue.json([i for i, _ in failures[:FAILED_SHOWN]]),
+            "errors": dg.MetadataValue.json({str(i): (e or "")[:200] for i, e in failures[:10]}),
+        },
+    )
 
 
 def _enforce_failure_policy(kind: EntityKind, outcome: StepOutcome, threshold: float) -> None:

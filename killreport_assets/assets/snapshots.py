@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from killreport_assets.assets.catalog import definition
 from killreport_assets.assets.eve import corporations
 from killreport_assets.assets.refresh import GROUP, INFRA_RETRY
-from killreport_assets.assets.reporting import sample
+from killreport_assets.assets.reporting import as_table, line_chart, sample
 from killreport_assets.resources import DatabaseResource
 from killreport_assets.storage import Storage
 
@@ -46,15 +47,17 @@ class SnapshotConfig(dg.Config):
 
 
 def _snapshot_asset(
-    name: str, table: str, write: Callable[[Storage, dt.date], int], description: str
+    name: str, of: str, write: Callable[[Storage, dt.date], int], description: str
 ) -> dg.AssetsDefinition:
+    table = f"{of}_snapshots"
+
     @dg.asset(
         name=name,
         group_name=GROUP,
         deps=[corporations],
-        kinds={"sql"},
         retry_policy=INFRA_RETRY,
         description=description,
+        **definition(table, esi_step=False),
     )
     def snapshot(
         context: dg.AssetExecutionContext, config: SnapshotConfig, database: DatabaseResource
@@ -62,27 +65,38 @@ def _snapshot_asset(
         day, storage = config.day(), database.storage
         rows = write(storage, day)
         context.log.info("%s %s: %d rows", name, day, rows)
-        return dg.MaterializeResult(
-            metadata={
-                "snapshot_date": day.isoformat(),
-                "dagster/row_count": rows,
-                **storage.reports.universe_series(),
-                "sample": sample(storage, table, snapshot_date=day),
-            }
-        )
+        movers = storage.reports.movers(of, day)
+        metadata: dict[str, object] = {
+            "snapshot_date": day.isoformat(),
+            "dagster/row_count": rows,
+            "total_members": storage.reports.universe_series()["total_members"],
+            "sample": sample(storage, table, snapshot_date=day),
+            "top_movers": as_table(movers) if not movers.empty else "no earlier snapshot, or no change",
+        }
+        if of == "alliance":
+            metadata["largest_alliances_chart"] = line_chart(
+                storage.reports.largest_alliances_history(),
+                "Members of today's largest alliances, by snapshot date",
+                "members",
+            )
+        return dg.MaterializeResult(metadata=metadata)
 
     return snapshot
 
 
 alliance_snapshot = _snapshot_asset(
     "alliance_snapshot",
-    "alliance_snapshots",
+    "alliance",
     lambda storage, day: storage.snapshots.write_alliance_snapshot(day),
-    "Per listed alliance and UTC date: member count (sum over member corporations) and corporation count.",
+    "One row per open alliance per UTC date: `member_count` (the sum over its open member corporations) "
+    "and `corporation_count`. A re-run on the same date replaces that date's rows; another date needs "
+    "`force`. The page charts the largest alliances over the stored snapshots.",
 )
 corporation_snapshot = _snapshot_asset(
     "corporation_snapshot",
-    "corporation_snapshots",
+    "corporation",
     lambda storage, day: storage.snapshots.write_corporation_snapshot(day),
-    "Per open corporation and UTC date: member count.",
+    "One row per open corporation per UTC date: `member_count` and `confirmed_at` (when ESI confirmed "
+    "that figure: that night for alliance members, up to KILLREPORT_REVALIDATE_DAYS earlier for those in "
+    "no alliance). A re-run on the same date replaces that date's rows.",
 )

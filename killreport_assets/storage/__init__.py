@@ -25,12 +25,14 @@ from killreport_assets.storage.ledger import (
 )
 from killreport_assets.storage.listing import ListingShrank
 from killreport_assets.storage.memberships import AllianceMembers
+from killreport_assets.storage.reports import ColumnInfo, columns
 from killreport_assets.storage.store import Storage
 from killreport_assets.storage.unit import Finished, Store, WriteCounts
 
 __all__ = [
     "REFRESH_ID_LENGTH",
     "AllianceMembers",
+    "ColumnInfo",
     "DatabaseError",
     "EntityTable",
     "Finished",
@@ -42,6 +44,7 @@ __all__ = [
     "Storage",
     "Store",
     "WriteCounts",
+    "columns",
     "create_engine",
     "is_disconnect",
     "migrate",

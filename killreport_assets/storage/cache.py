@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from killreport_assets.esi.cache import CacheEntry
 from killreport_assets.storage import tables
-from killreport_assets.storage.sql import upsert
+from killreport_assets.storage.sql import autocommit, upsert
 
 _cache = tables.esi_cache
 
@@ -24,9 +24,10 @@ class EsiCache:
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
+        self._reads = autocommit(engine)
 
     def get(self, url: str) -> CacheEntry | None:
-        with self._engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(sa.select(_cache).where(_cache.c.url == url)).first()
         if row is None:
             return None

@@ -42,6 +42,7 @@ class AllianceMembers:
     dropped by `Memberships.drop_memberships_of_closed_alliances`, never because of one answer."""
 
     name = _members.name
+    table = _members
 
     def write(self, conn: sa.Connection, batch: Sequence[Finished], now: dt.datetime) -> WriteCounts:
         lists: dict[int, set[int]] = {}

@@ -1,13 +1,16 @@
-"""Read-only figures for materialization metadata: what changed, the universe's size, samples."""
+"""Read-only figures for materialization metadata: what changed, the universe's size, samples,
+movers and history for charts, and the contract tables' columns for the asset catalog."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
 
 from killreport_assets.storage import tables
+from killreport_assets.storage.sql import utcnow
 
 _alliances = tables.alliances
 _corporations = tables.corporations
@@ -26,8 +29,8 @@ CONTRACT_TABLES = (
 _SAMPLES: dict[str, tuple[sa.Table, tuple[str, ...], tuple[sa.ColumnElement, ...]]] = {
     "alliances": (
         _alliances,
-        ("id", "name", "ticker", "executor_corporation_id"),
-        (_alliances.c.id,),
+        ("id", "name", "ticker", "member_count", "corporation_count", "executor_corporation_id"),
+        (_alliances.c.member_count.desc(), _alliances.c.id),
     ),
     "alliance_corporations": (
         _members,
@@ -52,6 +55,26 @@ _SAMPLES: dict[str, tuple[sa.Table, tuple[str, ...], tuple[sa.ColumnElement, ...
 }
 
 
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # as PostgreSQL spells it
+    nullable: bool
+    primary_key: bool
+
+
+def columns(table: str | sa.Table) -> list[ColumnInfo]:
+    """The columns of a table (of the schema, by name), as defined: the asset catalog's one source."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    defined = table if isinstance(table, sa.Table) else tables.metadata.tables[table]
+    return [
+        ColumnInfo(c.name, c.type.compile(dialect=dialect), bool(c.nullable), c.primary_key)
+        for c in defined.columns
+    ]
+
+
 class Reports:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
@@ -68,6 +91,65 @@ class Reports:
         with self._engine.connect() as conn:
             created, updated, closed = conn.execute(query).one()
         return {"created": created, "updated": updated, "closed": closed}
+
+    def names(self, table: str) -> dict[int, str]:
+        """id → name of the open rows of an entity table (to tell renames after a step)."""
+        entity = tables.metadata.tables[table]
+        query = sa.select(entity.c.id, entity.c.name).where(entity.c.closed_at.is_(None))
+        with self._engine.connect() as conn:
+            return {row.id: row.name for row in conn.execute(query)}
+
+    def movers(self, of: str, day: dt.date, limit: int = 10) -> pd.DataFrame:
+        """The `limit` largest member-count changes between `day`'s snapshot and the one before it
+        (`of`: "alliance" or "corporation"): id, name, before, after, change; empty on the first day."""
+        snapshots, key, entity = tables.SNAPSHOTS[of]
+        previous = (
+            sa.select(sa.func.max(snapshots.c.snapshot_date))
+            .where(snapshots.c.snapshot_date < day)
+            .scalar_subquery()
+        )
+        before = snapshots.alias("before")
+        change = snapshots.c.member_count - before.c.member_count
+        query = (
+            sa.select(
+                snapshots.c[key].label("id"),
+                entity.c.name,
+                before.c.member_count.label("before"),
+                snapshots.c.member_count.label("after"),
+                change.label("change"),
+            )
+            .join(before, sa.and_(before.c[key] == snapshots.c[key], before.c.snapshot_date == previous))
+            .join(entity, entity.c.id == snapshots.c[key])
+            .where(snapshots.c.snapshot_date == day, change != 0)
+            .order_by(sa.func.abs(change).desc(), snapshots.c[key])
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return pd.read_sql(query, conn)
+
+    def largest_alliances_history(self, top: int = 8, days: int = 60) -> pd.DataFrame:
+        """Member counts of today's `top` largest open alliances over the last `days` days of
+        snapshots: one row per date, one column per alliance (by name)."""
+        snapshots = tables.alliance_snapshots
+        latest = sa.select(sa.func.max(snapshots.c.snapshot_date)).scalar_subquery()
+        largest = (
+            sa.select(snapshots.c.alliance_id)
+            .where(snapshots.c.snapshot_date == latest)
+            .order_by(snapshots.c.member_count.desc(), snapshots.c.alliance_id)
+            .limit(top)
+        )
+        since = (utcnow() - dt.timedelta(days=days)).date()
+        query = (
+            sa.select(snapshots.c.snapshot_date, _alliances.c.name, snapshots.c.member_count)
+            .join(_alliances, _alliances.c.id == snapshots.c.alliance_id)
+            .where(snapshots.c.alliance_id.in_(largest), snapshots.c.snapshot_date >= since)
+            .order_by(snapshots.c.snapshot_date)
+        )
+        with self._engine.connect() as conn:
+            frame = pd.read_sql(query, conn)
+        if frame.empty:
+            return frame
+        return frame.pivot_table(index="snapshot_date", columns="name", values="member_count", aggfunc="sum")
 
     def universe_series(self) -> dict[str, int]:
         """The figures plotted across runs: open alliances, open corporations, total members."""

@@ -17,6 +17,9 @@ _alliance_snapshots = tables.alliance_snapshots
 _corporation_snapshots = tables.corporation_snapshots
 
 
+_OF = tables.SNAPSHOTS
+
+
 class Snapshots:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
@@ -105,19 +108,35 @@ class Snapshots:
                 rows,
             )
 
-    def latest_alliance_snapshot_date(self) -> dt.date | None:
+    def latest_date(self, of: str) -> dt.date | None:
+        """The latest snapshot date of `of` ("alliance" or "corporation")."""
+        snapshots, _, _ = _OF[of]
         with self._engine.connect() as conn:
-            return conn.scalar(sa.select(sa.func.max(_alliance_snapshots.c.snapshot_date)))
+            return conn.scalar(sa.select(sa.func.max(snapshots.c.snapshot_date)))
 
-    def open_alliances_missing_from(self, day: dt.date | None) -> list[int]:
-        """Open alliances without a snapshot row for `day`."""
-        has_row = sa.exists().where(
-            _alliance_snapshots.c.alliance_id == _alliances.c.id, _alliance_snapshots.c.snapshot_date == day
-        )
+    def open_missing_from(self, of: str, day: dt.date | None) -> list[int]:
+        """Open alliances or corporations (`of`) without a snapshot row for `day`."""
+        snapshots, key, entity = _OF[of]
+        has_row = sa.exists().where(snapshots.c[key] == entity.c.id, snapshots.c.snapshot_date == day)
+        query = sa.select(entity.c.id).where(entity.c.closed_at.is_(None), ~has_row).order_by(entity.c.id)
+        with self._engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def corporation_figures_differing(self, day: dt.date | None) -> list[int]:
+        """Corporations whose `day` snapshot row does not carry the member count and confirmation
+        time `corporations` holds (right after the snapshot, there must be none)."""
+        snapshots = _corporation_snapshots
         query = (
-            sa.select(_alliances.c.id)
-            .where(_alliances.c.closed_at.is_(None), ~has_row)
-            .order_by(_alliances.c.id)
+            sa.select(snapshots.c.corporation_id)
+            .join(_corporations, _corporations.c.id == snapshots.c.corporation_id)
+            .where(
+                snapshots.c.snapshot_date == day,
+                sa.or_(
+                    snapshots.c.member_count != _corporations.c.member_count,
+                    snapshots.c.confirmed_at.is_distinct_from(_corporations.c.confirmed_at),
+                ),
+            )
+            .order_by(snapshots.c.corporation_id)
         )
         with self._engine.connect() as conn:
             return list(conn.scalars(query))

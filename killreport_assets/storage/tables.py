@@ -134,6 +134,12 @@ corporation_snapshots = _snapshot_table(
     sa.Column("confirmed_at", UTC_TIME),  # when ESI confirmed that member count
 )
 
+# What each snapshot is of: its table, its id column, and the entity table it snapshots.
+SNAPSHOTS = {
+    "alliance": (alliance_snapshots, "alliance_id", alliances),
+    "corporation": (corporation_snapshots, "corporation_id", corporations),
+}
+
 refresh_ledger = sa.Table(
     "refresh_ledger",
     metadata,
@@ -148,6 +154,7 @@ refresh_ledger = sa.Table(
     sa.Column("updated_at", UTC_TIME, nullable=False),
     sa.Index("ix_refresh_ledger_status", "refresh_id", "step", "status"),
     sa.Index("ix_refresh_ledger_created_at", "created_at"),  # the latest refresh; retention
+    sa.Index("ix_refresh_ledger_updated_at", "refresh_id", "step", "updated_at"),  # a step's poll
 )
 
 esi_cache = sa.Table(

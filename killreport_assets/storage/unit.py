@@ -53,6 +53,11 @@ class Finished(Protocol):
 class Store(Protocol):
     """Where one entity kind's data goes: writes a batch of its finished jobs in the caller's transaction."""
 
+    @property
+    def table(self) -> sa.Table:
+        """The table the killboard reads the kind from (the asset catalog shows its columns)."""
+        ...
+
     def write(self, conn: sa.Connection, batch: Sequence[Finished], now: dt.datetime) -> WriteCounts: ...
 
 
