@@ -112,10 +112,13 @@ def look_at_the_snapshot_page(dagster_ui: DagsterDev, page: Page) -> None:
     page.screenshot(path=OUTPUT / "freshness.png", full_page=True)
 
     entry = page.get_by_text("largest_alliances_chart", exact=True).first
-    expect(entry).to_be_visible()
-    chart = page.locator('img[alt^="Members of today\'s largest alliances"]')
-    if not chart.count():  # Markdown metadata opens in a dialog
-        entry.locator("xpath=ancestor::tr").get_by_role("button").first.click()
+    entry.scroll_into_view_if_needed()
+    row = page.locator("tr", has=page.get_by_text("largest_alliances_chart", exact=True)).first
+    (OUTPUT / "metadata-row.html").write_text(row.inner_html())  # what the UI made of the entry
+    chart = row.locator("img")
+    if not chart.count():  # Markdown metadata may open in a dialog
+        row.locator("button, a, [role=button]").first.click()
+        chart = page.locator('[role="dialog"] img')
     expect(chart.first).to_be_visible()
     assert chart.first.evaluate("img => img.naturalWidth") > 100, "the PNG decoded"
     chart.first.screenshot(path=OUTPUT / "largest-alliances-chart.png")

@@ -40,15 +40,20 @@ def kinds(*, esi_step: bool) -> set[str]:
 
 
 def column_schema(table: str | sa.Table) -> dg.TableSchema:
+    defined = columns(table)
+    key = [column.name for column in defined if column.primary_key]
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=column.name,
                 type=column.type,
-                constraints=dg.TableColumnConstraints(nullable=column.nullable, unique=column.primary_key),
-                description="part of the primary key" if column.primary_key else None,
+                # a column of a composite key is not unique on its own
+                constraints=dg.TableColumnConstraints(nullable=column.nullable, unique=key == [column.name]),
+                description=("the primary key" if len(key) == 1 else f"primary key ({', '.join(key)})")
+                if column.primary_key
+                else None,
             )
-            for column in columns(table)
+            for column in defined
         ]
     )
 

@@ -64,6 +64,9 @@ def line_chart(frame: pd.DataFrame, title: str, ylabel: str) -> dg.MetadataValue
     if frame.empty:
         return dg.MetadataValue.md("_no snapshots yet_")
     axes = frame.plot(figsize=(9, 4.5), marker="o" if len(frame) < 15 else None, linewidth=1.4)
+    if len(frame) == 1:  # one night: a day either side, not matplotlib's years
+        day = pd.Timestamp(frame.index[0])
+        axes.set_xlim(day - pd.Timedelta(days=1), day + pd.Timedelta(days=1))
     axes.set_title(title)
     axes.set_xlabel("snapshot date (UTC)")
     axes.set_ylabel(ylabel)
