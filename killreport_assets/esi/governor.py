@@ -114,6 +114,7 @@ class EsiGovernor:
         self._peer_pause: tuple[str, float] | None = None
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._lock = threading.Lock()
+        self._notify_lock = threading.Lock()  # listeners hear one report at a time, in order
         self._wire = threading.Condition(self._lock)  # signalled when a request leaves the wire
         self._on_wire = 0
         self._wire_waits = 0  # times a request waited for its process's share of the error budget
@@ -441,28 +442,35 @@ class EsiGovernor:
     def _circuit_event(self, reason: str, event: str, seconds: float) -> None:
         if event == "closed":
             logger.info("ESI answers again: resuming all requests after %.0f s (%s)", seconds, reason)
-            self._notify(reason, 0.0)
+            self._notify(reason, 0.0, circuit=True)
         elif event == "opened":
             logger.warning(
                 "ESI circuit open (%s): holding all requests, first probe in %.0f s", reason, seconds
             )
-            self._notify(reason, seconds)
+            self._notify(reason, seconds, circuit=True)
         else:
             logger.info("ESI still unavailable (%s): next probe in %.0f s", reason, seconds)
-            self._notify(reason, seconds)
+            self._notify(reason, seconds, circuit=True)
 
     def _announce(self, reason: Wait, seconds: float, scope: str) -> None:
         logger.info("ESI pause (%s, %.1f s): holding %s", reason, seconds, scope)
         self._notify(str(reason), seconds)
 
-    def _notify(self, reason: str, seconds: float) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(reason, seconds)
-            except Exception as exc:  # noqa: BLE001 - a report must never stop requests
-                logger.warning("could not report an ESI pause (%s): %s", reason, exc)
+    def _notify(self, reason: str, seconds: float, *, circuit: bool = False) -> None:
+        """Report to the listeners one at a time. Threads report circuit events after leaving the lock,
+        so a "closed" can arrive after the "opened" that followed it: a circuit report that no longer
+        matches the circuit is dropped, and the last report always says how the circuit is now."""
+        with self._notify_lock:
+            with self._lock:
+                listeners = list(self._listeners)
+                stale = circuit and (self._circuit.reason is not None) != (seconds > 0)
+            if stale:
+                return
+            for listener in listeners:
+                try:
+                    listener(reason, seconds)
+                except Exception as exc:  # noqa: BLE001 - a report must never stop requests
+                    logger.warning("could not report an ESI pause (%s): %s", reason, exc)
 
 
 _shared: dict[str, EsiGovernor] = {}
