@@ -49,6 +49,18 @@ def run_checks(database: Path) -> dict[str, bool]:
     return check_results(result)
 
 
+def damaged_copy(refreshed, tmp_path: Path, damage: Callable[[sa.Connection], None]) -> Path:
+    """A copy of the good refresh's database with `damage` applied."""
+    good, _ = refreshed
+    database = tmp_path / "bad.db"
+    database.write_bytes(good.read_bytes())
+    storage = Storage.open(f"sqlite:///{database}")
+    with storage.engine.begin() as conn:
+        damage(conn)
+    storage.dispose()
+    return database
+
+
 def test_checks_pass_on_good_data(refreshed) -> None:
     _, results = refreshed
     assert results and all(results.values()), results
@@ -129,27 +141,14 @@ def _members_dropped(conn: sa.Connection) -> None:
 def test_checks_fail_on_seeded_bad_data(
     refreshed, tmp_path: Path, damage: Callable[[sa.Connection], None], failing: set[str]
 ) -> None:
-    good, _ = refreshed
-    database = tmp_path / "bad.db"
-    database.write_bytes(good.read_bytes())
-    storage = Storage.open(f"sqlite:///{database}")
-    with storage.engine.begin() as conn:
-        damage(conn)
-    storage.dispose()
-    results = run_checks(database)
+    results = run_checks(damaged_copy(refreshed, tmp_path, damage))
     assert {name for name, passed in results.items() if not passed} == failing
 
 
 def test_a_failing_check_on_corporations_keeps_the_night_out_of_the_snapshots_and_alerts(
     refreshed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    good, _ = refreshed
-    database = tmp_path / "bad.db"
-    database.write_bytes(good.read_bytes())
-    storage = Storage.open(f"sqlite:///{database}")
-    with storage.engine.begin() as conn:
-        _dangling_membership(conn)
-    storage.dispose()
+    database = damaged_copy(refreshed, tmp_path, _dangling_membership)
     with dg.instance_for_test() as instance, HttpReceiver() as hook:
         result = dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
