@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from killreport_assets.esi import governor
 from killreport_assets_tests.databases import database
 from killreport_assets_tests.rabbit_support import TEST_ENV, RabbitStack
 from killreport_assets_tests.reliability import ROWS
@@ -16,6 +17,14 @@ from killreport_assets_tests.reliability import ROWS
 def pytest_sessionstart(session: pytest.Session) -> None:
     """docs/reliability.md shows one run: drop the scenario rows of earlier sessions."""
     shutil.rmtree(ROWS, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_esi_governors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no process-wide ESI governor. They are keyed by ESI's address, and a
+    simulator's loopback port can be one an earlier test's simulator had: without this, a test
+    would inherit that test's limits (a downtime window it never set) and its circuit state."""
+    monkeypatch.setattr(governor, "_shared", {})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
