@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,9 @@ from killreport_assets.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill": any constant shared by every process of this program
+
+# A pooled connection idle longer than this is pinged before use (see `_ping_when_idle`).
+IDLE_PING_SECONDS = 1.0
 
 _migrated: set[str] = set()
 _migrated_lock = threading.Lock()
@@ -60,11 +64,10 @@ def _engine(url: str, *, pool_size: int) -> sa.Engine:
         engine = sa.create_engine(real_url, connect_args={"timeout": 60, "check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         real_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         connect_args={
             "connect_timeout": 10,
             "application_name": "killreport_assets",
@@ -77,6 +80,34 @@ def _engine(url: str, *, pool_size: int) -> sa.Engine:
             "tcp_user_timeout": 60_000,
         },
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle for `IDLE_PING_SECONDS`.
+
+    `pool_pre_ping` pings on every checkout: on the hot path (two reads per entity, a connection
+    back in the pool milliseconds earlier) that doubled the round trips to PostgreSQL. A connection
+    idle for a while is the one a database restart or a dropped link may have killed; a busy one
+    that dies fails its statement, which the steps, transports and writer treat as a disconnect
+    (SQLAlchemy then renews the whole pool)."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def returned(_dbapi_connection: object, record: sa.pool.ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def taken(dbapi_connection: object, record: sa.pool.ConnectionPoolEntry, _proxy: object) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sa.exc.DisconnectionError(str(exc)) from exc  # the pool reconnects and retries
+            raise
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
