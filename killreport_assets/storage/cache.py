@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from killreport_assets.esi.cache import CacheEntry
 from killreport_assets.storage import tables
-from killreport_assets.storage.sql import autocommit, upsert
+from killreport_assets.storage.sql import upsert
 
 _cache = tables.esi_cache
 
@@ -22,9 +22,10 @@ _cache = tables.esi_cache
 class EsiCache:
     """`esi.HttpCache` over the `esi_cache` table."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, statements: sa.Engine | None = None) -> None:
+        """`statements`: the autocommit pool for single-statement reads (default: `engine`)."""
         self._engine = engine
-        self._reads = autocommit(engine)
+        self._reads = statements or engine
 
     def get(self, url: str) -> CacheEntry | None:
         with self._reads.connect() as conn:

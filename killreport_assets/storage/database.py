@@ -55,7 +55,19 @@ def create_engine(url: str, *, pool_size: int = 10, migrated: bool = True) -> sa
     return engine
 
 
-def _engine(url: str, *, pool_size: int) -> sa.Engine:
+def statement_engine(engine: sa.Engine) -> sa.Engine:
+    """A pool of its own, in autocommit, for the single statements of the hot path (a job's ledger
+    and cache reads, the fleet's bookings): no BEGIN before and no ROLLBACK after each, and no
+    isolation-level switch on every checkout as `execution_options(isolation_level=...)` on the
+    shared pool costs (measured: 190-240 us a read against 320-430 us). SQLite: `engine` itself
+    (one file, and its pool is not where the time goes)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    url = engine.url.render_as_string(hide_password=False)
+    return _engine(url, pool_size=engine.pool.size(), autocommit=True)  # type: ignore[attr-defined]
+
+
+def _engine(url: str, *, pool_size: int, autocommit: bool = False) -> sa.Engine:
     real_url = sqlalchemy_url(url)
     if real_url.startswith("sqlite"):
         path = sa.engine.make_url(real_url).database
@@ -66,6 +78,7 @@ def _engine(url: str, *, pool_size: int) -> sa.Engine:
         return engine
     engine = sa.create_engine(
         real_url,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
         pool_size=pool_size,
         max_overflow=pool_size,
         connect_args={

@@ -20,12 +20,15 @@ _fleet = tables.esi_fleet
 
 
 class EsiFleet:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, statements: sa.Engine | None = None) -> None:
+        """`statements`: the autocommit pool bookings go through (default: `engine`)."""
         self._engine = engine
+        self._statements = statements or engine
 
     def book(self, budget: str, count: int, interval: float, now: float) -> float:
         """Book `count` send slots `interval` seconds apart on `budget`'s timeline, none before `now`;
-        return the first one. One atomic statement, so concurrent bookings never overlap."""
+        return the first one. One atomic statement (no transaction around it), so concurrent
+        bookings never overlap."""
         span = count * interval
         next_slot = _budget.c.next_slot
         booked = (
@@ -34,7 +37,7 @@ class EsiFleet:
             .values(next_slot=sa.case((next_slot > now, next_slot), else_=now) + span)
             .returning(_budget.c.next_slot)
         )
-        with self._engine.begin() as conn:
+        with self._statements.begin() as conn:
             end = conn.execute(booked).scalar()
             if end is None:  # the first booking for this ESI
                 conn.execute(

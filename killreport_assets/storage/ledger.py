@@ -15,7 +15,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from killreport_assets.storage import tables
-from killreport_assets.storage.sql import autocommit, chunks, insert, utcnow
+from killreport_assets.storage.sql import chunks, insert, utcnow
 
 _ledger = tables.refresh_ledger
 REFRESH_ID_LENGTH: int = _ledger.c.refresh_id.type.length
@@ -84,9 +84,10 @@ class StepSpan:
 
 
 class Ledger:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, statements: sa.Engine | None = None) -> None:
+        """`statements`: the autocommit pool for single-statement reads (default: `engine`)."""
         self._engine = engine
-        self._reads = autocommit(engine)
+        self._reads = statements or engine
 
     def add_pending(self, refresh_id: str, step: str, entity_ids: Iterable[int]) -> None:
         """Record a step's entities as pending; rows a retried step already finished stay finished,

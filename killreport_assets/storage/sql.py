@@ -15,12 +15,6 @@ T = TypeVar("T")
 CHUNK = 500
 
 
-def autocommit(engine: sa.Engine) -> sa.Engine:
-    """The same pool, for single-statement reads on the hot path: no BEGIN, and no ROLLBACK round
-    trip when the connection goes back to the pool."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from killreport_assets.storage import unit
 from killreport_assets.storage.cache import EsiCache
-from killreport_assets.storage.database import create_engine
+from killreport_assets.storage.database import create_engine, statement_engine
 from killreport_assets.storage.fleet import EsiFleet
 from killreport_assets.storage.leases import StepLeases
 from killreport_assets.storage.ledger import Ledger
@@ -31,15 +31,16 @@ if TYPE_CHECKING:
 class Storage:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self.ledger = Ledger(engine)
-        self.cache = EsiCache(engine)
+        self._statements = statement_engine(engine)
+        self.ledger = Ledger(engine, self._statements)
+        self.cache = EsiCache(engine, self._statements)
         self.listing = Listing(engine, self.cache)
         self.memberships = Memberships(engine)
         self.snapshots = Snapshots(engine)
         self.reports = Reports(engine)
         self.leases = StepLeases(engine)
         self.pauses = EsiPauses(engine)
-        self.fleet = EsiFleet(engine)
+        self.fleet = EsiFleet(engine, self._statements)
         self.retention = Retention(engine)
 
     @classmethod
@@ -61,6 +62,7 @@ class Storage:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._statements.dispose()
 
     def apply(self, batch: Sequence[Finished]) -> WriteCounts:
         """Write a batch of finished jobs (data, ledger rows, ESI responses) in one transaction."""
