@@ -79,6 +79,10 @@ def _engine(url: str, *, pool_size: int, autocommit: bool = False) -> sa.Engine:
     engine = sa.create_engine(
         real_url,
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+        # SQLAlchemy's multi-row INSERT does not apply to upserts (ON CONFLICT): without this,
+        # psycopg2 sends a batch's upserts one statement and one round trip per row.
+        executemany_mode="values_plus_batch",
+        executemany_batch_page_size=500,
         pool_size=pool_size,
         max_overflow=pool_size,
         connect_args={
