@@ -3,6 +3,9 @@ requests per second over each budget-bound run) from the JSON lines of a sitting
 hand-written analysis in benchmarks/analysis.md.
 
     python -m benchmarks.summary [--results docs/benchmarks.jsonl]
+        [--before docs/benchmarks-before.jsonl --before-label "commit 20e7282, 2026-12-02"]
+
+`--before` adds a table of each benchmark's headline figure in an earlier sitting beside this one.
 """
 
 from __future__ import annotations
@@ -56,6 +59,46 @@ def budget_rows(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def key(record: dict[str, Any]) -> tuple[object, ...]:
+    """What makes two runs the same benchmark (in different sittings)."""
+    return tuple(record.get(k) for k in ("benchmark", "workers", "budget", "latency_ms", "size"))
+
+
+def headline(record: dict[str, Any]) -> str:
+    """The figure a benchmark's target is about."""
+    kind = record["benchmark"]
+    if kind in ("a", "b"):
+        return f"efficiency {record['efficiency']:.3f} ({record['wall_seconds']:.0f} s)"
+    if kind == "c":
+        return f"pipeline ÷ bare {record['ratio']:.2f} ({record['pipeline_rate']:.0f} vs {record['bare_rate']:.0f} req/s)"
+    if kind == "d":
+        return f"{record['not_modified_share']:.0%} 304, warm {record['warm_wall_seconds']:.0f} s"
+    return f"{record['wall_seconds']:.0f} s, Dagster RSS {record['dagster_peak_rss_mb']:.0f} MB"
+
+
+def describe(record: dict[str, Any]) -> str:
+    kind = record["benchmark"]
+    if kind in ("a", "b"):
+        return f"{kind}: {mode(record)}, {record['budget']:.0f} req/s, {record['latency_ms']:.0f} ms"
+    return f"{kind}: {mode(record)}, {record.get('size', 1):g}×"
+
+
+def comparison(before: list[dict[str, Any]], after: list[dict[str, Any]], label: str) -> list[str]:
+    earlier = {key(r): r for r in before}
+    lines = [
+        "## Before and after",
+        "",
+        f"Each benchmark's headline figure in the earlier sitting ({label}) and in this one.",
+        "",
+        "| benchmark | before | now |",
+        "|---|---|---|",
+    ]
+    for r in after:
+        old = earlier.get(key(r))
+        lines.append(f"| {describe(r)} | {headline(old) if old else '–'} | {headline(r)} |")
+    return [*lines, ""]
+
+
 def chart(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -96,7 +139,13 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {int(memory) / 1024 / 1024:.0f} GiB, Python {platform.python_version()}"
 
 
-def render(records: list[dict[str, Any]], measured: str, commit: str) -> str:
+def render(
+    records: list[dict[str, Any]],
+    measured: str,
+    commit: str,
+    before: list[dict[str, Any]] | None = None,
+    before_label: str = "",
+) -> str:
     by = {}
     for r in records:
         by.setdefault(r["benchmark"], []).append(r)
@@ -199,9 +248,15 @@ def render(records: list[dict[str, Any]], measured: str, commit: str) -> str:
                 f"for as many), {r['original_seconds_same_requests'] / r['wall_seconds']:.1f}× longer."
             )
         out.append("")
+    if before:
+        out += comparison(before, records, before_label)
     if ANALYSIS.exists():
         out += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(out)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=DOCS / "benchmarks.jsonl")
     parser.add_argument("--measured", default=dt.date.today().isoformat(), help="when the sitting ran")
     parser.add_argument("--commit", help="the commit the sitting measured (default: HEAD)")
+    parser.add_argument("--before", type=Path, help="the JSON lines of an earlier sitting to compare with")
+    parser.add_argument("--before-label", default="earlier", help="which sitting --before holds")
     args = parser.parse_args(argv)
-    records = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    records = read(args.results)
     budget = [r for r in records if r["benchmark"] in ("a", "b")]
     if budget:
         chart(budget, DOCS / CHART)
@@ -222,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
     )
-    (DOCS / "benchmarks.md").write_text(render(records, args.measured, commit))
+    before = read(args.before) if args.before else None
+    (DOCS / "benchmarks.md").write_text(render(records, args.measured, commit, before, args.before_label))
     print(f"wrote {DOCS / 'benchmarks.md'} ({len(records)} benchmark runs)")
     return 0
 
