@@ -18,6 +18,7 @@ from . import wire
 from .cache import CacheEntry, HttpCache, MemoryCache, WritableCache
 from .clock import Clock
 from .config import EsiConfig
+from .connections import ConnectionLender
 from .errors import EsiBadRequest, EsiError, EsiPaused, EsiResponseInvalid, EsiUnavailable
 from .fleet import SharedBudget
 from .freshness import expires_at
@@ -56,13 +57,12 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 class EsiClient:
-    """Thread-safe: one instance (one connection pool) is meant to be shared by all threads.
+    """Thread-safe: one instance (one set of connections) is meant to be shared by all threads.
 
     `cache` defaults to a private `MemoryCache`. The client reads it, and writes each response it
     should keep into it only when it takes writes (`WritableCache`); a cache without `put` (the
     database's) is written by whoever commits the data the response carried. `governor` to the process-wide
-    `EsiGovernor.shared(config)`; `clock` to the governor's clock. `transport` replaces the HTTP
-    transport (tests).
+    `EsiGovernor.shared(config)`; `clock` to the governor's clock.
     """
 
     def __init__(
@@ -72,7 +72,6 @@ class EsiClient:
         *,
         governor: EsiGovernor | None = None,
         clock: Clock | None = None,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._config = config
         self._cache: HttpCache = cache if cache is not None else MemoryCache()
@@ -83,19 +82,22 @@ class EsiClient:
         self._stats = ClientStats()
         self._closed = threading.Event()
         self._listeners: list[Callable[[], None]] = []
-        self._http = httpx.Client(
-            headers={
-                "User-Agent": f"killreport-assets/{__version__} ({config.contact}; +{PROJECT_URL}) "
-                f"httpx/{httpx.__version__}",
-                "X-Compatibility-Date": config.compatibility_date.isoformat(),
-                "Accept": "application/json",
-            },
-            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency
-            ),
-            http2=False,
-            transport=transport,
+        headers = {
+            "User-Agent": f"killreport-assets/{__version__} ({config.contact}; +{PROJECT_URL}) "
+            f"httpx/{httpx.__version__}",
+            "X-Compatibility-Date": config.compatibility_date.isoformat(),
+            "Accept": "application/json",
+        }
+        timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+        tls = httpx.create_ssl_context()  # one for all connections: building one reads the CA bundle
+        self._http = ConnectionLender(
+            lambda: httpx.Client(
+                headers=headers,
+                timeout=timeout,
+                verify=tls,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                http2=False,
+            )
         )
 
     @property
@@ -122,7 +124,7 @@ class EsiClient:
 
     def resume(self) -> None:
         """Undo `abort` (not `close`)."""
-        if not self._http.is_closed:
+        if not self._http.closed:
             self._closed.clear()
 
     def paused(self) -> str | None:
@@ -350,7 +352,8 @@ class EsiClient:
         with self._governor.permit(route, self._closed, self._probe) as permit:
             started = self._clock.monotonic()
             try:
-                response = self._http.request(method, url, headers=headers, json=json)
+                with self._http.lend() as http:
+                    response = http.request(method, url, headers=headers, json=json)
             except _RETRY_ERRORS as exc:
                 self._governor.settle(permit, ok=False)
                 logger.debug("%s %s failed: %s", method, url, _describe(exc))
@@ -372,7 +375,8 @@ class EsiClient:
         """Whether ESI answers at all (anything but a 5xx or no answer): the alliance list, the one
         route every refresh reads, sent unconditionally and not cached."""
         try:
-            response = self._http.get(self._url(ALLIANCES_ROUTE, None))
+            with self._http.lend() as http:
+                response = http.get(self._url(ALLIANCES_ROUTE, None))
         except _RETRY_ERRORS as exc:
             logger.debug("ESI probe failed: %s", _describe(exc))
             self._stats.exchange(None, type(exc).__name__, {})
