@@ -157,8 +157,10 @@ def test_an_esi_hold_is_in_the_run_event_log(tmp_path) -> None:
     """ESI answers 420 in the middle of the corporations step: the run's own event log (read back from
     the instance, not stdlib logging) says the refresh was paused, why, for how long and when it ended."""
     url = f"sqlite:///{tmp_path / 'holds.db'}"
+    # 100 ms a request keeps the step going for 15 rounds of 20 requests after the 20th is written,
+    # so the hold lands inside it however fast the rest of the pipeline is.
     with SimulatorServer(
-        SimulatorConfig(seed=29, alliances=30, corporations=300, error_window=5)
+        SimulatorConfig(seed=29, alliances=30, corporations=300, error_window=5, latency_ms=100)
     ) as simulator:
         resources = refresh_resources(
             database_url=url, esi_base_url=simulator.url, poll_interval_seconds=0.05
