@@ -92,12 +92,18 @@ class StubEsi:
     def __init__(self, respond: Responder | None = None) -> None:
         self.respond: Responder = respond or (lambda _: json_reply([]))
         self.requests: list[Request] = []
+        self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+            def setup(self) -> None:
+                super().setup()
+                with stub._lock:
+                    stub.connections += 1
 
             def do_GET(self) -> None:
                 self._answer()

@@ -22,6 +22,7 @@ from killreport_assets.esi import (
     EsiConfig,
     EsiError,
     EsiGovernor,
+    EsiPaused,
     EsiResponseInvalid,
     EsiUnavailable,
     MemoryCache,
@@ -231,6 +232,34 @@ def test_a_read_timeout_is_retried(stub: StubEsi) -> None:
         release.set()
     assert result.answer is Answer.FETCHED and result.attempts == 2
     assert stats["transport_errors"] == {"ReadTimeout": 1}
+
+
+def test_connections_are_kept_alive_one_per_request_in_flight(stub: StubEsi) -> None:
+    """Eight requests held in flight together open eight connections; the next forty reuse them,
+    from any thread; a closed client opens none."""
+    together = threading.Barrier(8, timeout=10)
+    answered = 0
+    lock = threading.Lock()
+
+    def respond(_: Request) -> Reply:
+        nonlocal answered
+        with lock:
+            answered += 1
+            first_eight = answered <= 8
+        if first_eight:
+            together.wait()  # all eight are on the wire at once
+        return json_reply(ALLIANCE)
+
+    stub.respond = respond
+    client = make_client(stub, max_requests_per_second=10_000)
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r.answer is Answer.FETCHED for r in pool.map(client.alliance, range(1, 9)))
+        assert all(r.answer is Answer.FETCHED for r in pool.map(client.alliance, range(9, 49)))
+    assert (answered, stub.connections) == (48, 8)
+    client.close()
+    with pytest.raises(EsiPaused, match="closed"):
+        client.alliance(1)
+    assert stub.connections == 8
 
 
 def test_connection_errors_exhaust_attempts() -> None:
