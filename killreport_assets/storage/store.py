@@ -62,7 +62,8 @@ class Storage:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        self._statements.dispose()
+        if self._statements is not self.engine:
+            self._statements.dispose()
 
     def apply(self, batch: Sequence[Finished]) -> WriteCounts:
         """Write a batch of finished jobs (data, ledger rows, ESI responses) in one transaction."""
