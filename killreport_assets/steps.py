@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -183,10 +182,7 @@ def wait_for_step(
     step: str,
     policy: WaitPolicy,
     log: Log,
-    *,
-    stop: threading.Event | None = None,
 ) -> StepProgress:
-    stop = stop or threading.Event()
     started = last_change = last_log = time.monotonic()
     first = storage.ledger.progress(refresh_id, step)
     last_changed_at: dt.datetime | None = None
@@ -214,7 +210,7 @@ def wait_for_step(
                 )
             if now - unreachable_since > policy.lease_ttl / 2:
                 raise
-            stop.wait(policy.poll_interval)
+            time.sleep(policy.poll_interval)
             continue
         if unreachable_since is not None:
             log.info(
@@ -248,7 +244,7 @@ def wait_for_step(
                 f"{step} made no progress for {policy.stall_timeout:.0f} s ({progress.pending} of "
                 f"{progress.total} pending). Check that workers are running and ESI is reachable, then re-run."
             )
-        stop.wait(policy.poll_interval)
+        transport.wait(policy.poll_interval)
 
 
 class PauseWatch:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from killreport_assets.esi import EsiClient, EsiConfig, EsiGovernor
 from killreport_assets.jobs import Job, LedgerStatus, Outcome
-from killreport_assets.registry import CORPORATIONS
+from killreport_assets.registry import ALLIANCES, CORPORATIONS
+from killreport_assets.simulator import SimulatorConfig, SimulatorServer
 from killreport_assets.steps import StepTimeout, WaitPolicy, describe, run_step
 from killreport_assets.storage import Storage
+from killreport_assets.transport.inline import InlineTransport
 
 LOG = logging.getLogger("test")
 
@@ -35,6 +39,9 @@ class LedgerTransport:
     def check(self) -> None:
         if self.error is not None:
             raise self.error
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 @pytest.fixture
@@ -107,3 +114,27 @@ def test_progress_line_has_done_total_rate_and_eta(storage: Storage) -> None:
     storage.apply([Outcome(Job("r1", CORPORATIONS, i), LedgerStatus.GONE, None, 404) for i in range(1, 26)])
     line = describe(storage.ledger.progress("r1", "corporations"), elapsed=5.0)
     assert line.startswith("25/100 (25.0%) at 5.0/s, ETA 15 s")
+
+
+@pytest.mark.timeout(120)
+def test_an_embedded_step_ends_when_its_last_job_is_written_not_at_its_next_poll(storage: Storage) -> None:
+    """The embedded transport knows when every job it was given is written and ends the step's wait
+    then: with a 60 s poll interval the step still ends within seconds."""
+    with SimulatorServer(SimulatorConfig(seed=3, alliances=30, corporations=100)) as esi:
+        config = EsiConfig(base_url=esi.url, contact="test", max_requests_per_second=1000)
+        with (
+            EsiClient(config, storage.cache, governor=EsiGovernor(config)) as client,
+            InlineTransport(storage, client, workers=4) as transport,
+        ):
+            ids = client.alliance_ids().value or []
+            outcome = run_step(
+                storage,
+                transport,
+                "r1",
+                ALLIANCES,
+                ids,
+                policy(poll_interval=60.0, progress_interval=3600.0),
+                LOG,
+            )
+    assert (outcome.progress.total, outcome.progress.pending) == (30, 0)
+    assert outcome.seconds < 30

@@ -28,6 +28,10 @@ class Transport(Protocol):
     def check(self) -> None:
         """Raise `TransportError` when the submitted jobs cannot progress."""
 
+    def wait(self, seconds: float) -> None:
+        """Sleep until the step's next poll: `seconds`, or less when the transport sees every job it
+        was given finished (the ledger still decides)."""
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Self: ...

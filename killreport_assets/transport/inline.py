@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -40,13 +41,40 @@ class InlineTransport:
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esi-job")
         self._error: BaseException | None = None
+        # Jobs submitted and not yet finished (written, or skipped with nothing to write): at 0 the
+        # step's wait ends early instead of sleeping out its poll interval.
+        self._outstanding = 0
+        self._count_lock = threading.Lock()
+        self._all_done = threading.Event()
+        self._woke = False
         self._writer: BatchWriter[None] = BatchWriter(
-            storage, written=lambda _batch, _counts: None, not_written=self._not_written, max_batch=250
+            storage,
+            written=lambda batch, _counts: self._finished(len(batch)),
+            not_written=self._not_written,
+            max_batch=250,
         )
 
     def submit(self, jobs: Sequence[Job]) -> None:
+        with self._count_lock:
+            self._outstanding += len(jobs)
+            self._all_done.clear()
+            self._woke = False
         for job in jobs:
             self._pool.submit(self._run, job)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, or until every submitted job is finished. Only one wait ends early: if the
+        ledger still shows work after it, the next waits sleep in full rather than spin."""
+        if self._woke:
+            time.sleep(seconds)
+        else:
+            self._woke = self._all_done.wait(seconds)
+
+    def _finished(self, jobs: int) -> None:
+        with self._count_lock:
+            self._outstanding -= jobs
+            if self._outstanding <= 0:
+                self._all_done.set()
 
     def check(self) -> None:
         """Raise the first error that stopped a job or the writer."""
@@ -89,7 +117,9 @@ class InlineTransport:
             self._error = self._error or exc
             return
         if isinstance(result, Skipped):
-            if result.outcome is not None:
+            if result.outcome is None:
+                self._finished(1)
+            else:
                 self._writer.put(result.outcome, None)
             return
         self._writer.put(result, None)

@@ -82,6 +82,9 @@ class RabbitTransport:
         )
         self._lanes.update((lane.name, lane) for lane in by_lane)
 
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)  # the workers' progress is seen in the ledger only
+
     def check(self) -> None:
         """Raise when the submitted jobs cannot progress: no consumer, or no broker, for too long."""
         now = time.monotonic()
