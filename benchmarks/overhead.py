@@ -3,7 +3,7 @@
 One run, no latency and no budget (`KILLREPORT_ESI_MAX_RPS` 100000), on its own simulated ESI on
 loopback: first the full refresh (embedded, `dagster asset materialize`), then a bare fetch of the
 same entities (the alliance list, each alliance and its member list, each corporation) with the
-same `EsiClient`, the same concurrency (the embedded pool's 20 threads) and nothing else: no
+same `EsiClient`, the same concurrency (the embedded pool's threads) and nothing else: no
 database, no ledger, no Dagster. Prints one JSON line with both rates and pipeline ÷ bare
 (target ≥ 0.80).
 
@@ -20,9 +20,10 @@ from pathlib import Path
 
 from benchmarks.harness import deployment, emit, materialize, simulator, universe
 from killreport_assets.esi import EsiClient, EsiConfig, EsiGovernor
+from killreport_assets.esi.config import concurrency_for
 
 UNBOUNDED = 100_000.0
-THREADS = 20  # KILLREPORT_EMBEDDED_WORKERS' default
+THREADS = concurrency_for(UNBOUNDED)  # the embedded pool's size at this budget
 
 
 def bare_fetch(url: str) -> tuple[int, float]:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "c",
             "mode": "embedded",
             "size": args.size,
+            "threads": THREADS,
             "exit_code": run.exit_code,
             "pipeline_requests": run.esi["requests"],
             "pipeline_wall_seconds": run.wall_seconds,

@@ -183,7 +183,8 @@ def render(
         out += [
             "## c: overhead (`python -m benchmarks.overhead`)",
             "",
-            "No latency, no budget; the full pipeline (embedded, 20 job threads) against a bare fetch of the",
+            f"No latency, no budget; the full pipeline (embedded, {r.get('threads', 20)} job threads) against a "
+            "bare fetch of the",
             "same entities with the same client and concurrency, in the same run. Target: pipeline ÷ bare ≥ 0.80.",
             "",
             "| | requests | seconds | requests/s |",

@@ -31,7 +31,7 @@ from killreport_assets.envvars import (
     utc_window,
     webhook_url,
 )
-from killreport_assets.esi.config import EsiConfig
+from killreport_assets.esi.config import EsiConfig, concurrency_for
 
 if TYPE_CHECKING:
     from killreport_assets.registry import EntityKind
@@ -76,7 +76,7 @@ def esi_config(environ: Mapping[str, str] | None = None) -> EsiConfig:
         "base_url": reader.get("KILLREPORT_ESI_BASE_URL", http_url, None),
         "contact": reader.get("KILLREPORT_ESI_CONTACT", non_empty, DEFAULT_ESI_CONTACT),
         "max_requests_per_second": reader.get("KILLREPORT_ESI_MAX_RPS", positive(float), None),
-        "max_concurrency": reader.get("KILLREPORT_ESI_CONCURRENCY", positive(int), None),
+        "max_concurrency": esi_concurrency(reader),
         "error_limit_margin": reader.get("KILLREPORT_ESI_ERROR_LIMIT_MARGIN", non_negative_int, None),
     }
     downtime = reader.get("KILLREPORT_ESI_DOWNTIME", utc_window, None)
@@ -87,6 +87,16 @@ def esi_config(environ: Mapping[str, str] | None = None) -> EsiConfig:
     except ValueError as exc:
         named = [f"{variable}={given[name]}" for name, variable in _ESI_VARIABLES.items() if name in str(exc)]
         raise SettingsError(f"{' and '.join(named) or 'KILLREPORT_ESI_*'}: {exc}") from None
+
+
+def esi_concurrency(reader: Reader) -> int:
+    """KILLREPORT_ESI_CONCURRENCY, else what the budget needs (`concurrency_for`). Also the default
+    number of job threads (embedded pool, worker), so threads and requests in flight match."""
+    given = reader.get("KILLREPORT_ESI_CONCURRENCY", positive(int), None)
+    if given is not None:
+        return given
+    budget = reader.get("KILLREPORT_ESI_MAX_RPS", positive(float), EsiConfig.max_requests_per_second)
+    return concurrency_for(budget)
 
 
 # EsiConfig's fields as the variables that set them, for its error messages.
@@ -136,7 +146,8 @@ class RefreshSettings:
             failure_threshold=reader.get("KILLREPORT_FAILURE_THRESHOLD", fraction, cls.failure_threshold),
             max_close_share=reader.get("KILLREPORT_MAX_CLOSE_SHARE", share, cls.max_close_share),
             revalidate_days=reader.get("KILLREPORT_REVALIDATE_DAYS", positive(int), cls.revalidate_days),
-            embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", positive(int), cls.embedded_workers),
+            embedded_workers=reader.get("KILLREPORT_EMBEDDED_WORKERS", positive(int), None)
+            or esi_concurrency(reader),
             lease_ttl=reader.get("KILLREPORT_STEP_LEASE_SECONDS", positive(float), cls.lease_ttl),
             ledger_days=reader.get("KILLREPORT_LEDGER_RETENTION_DAYS", positive(int), cls.ledger_days),
             cache_days=reader.get("KILLREPORT_ESI_CACHE_RETENTION_DAYS", positive(int), cls.cache_days),
@@ -180,7 +191,8 @@ class WorkerSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         reader = Reader(environ)
         return cls(
-            concurrency=reader.get("KILLREPORT_WORKER_CONCURRENCY", positive(int), cls.concurrency),
+            concurrency=reader.get("KILLREPORT_WORKER_CONCURRENCY", positive(int), None)
+            or esi_concurrency(reader),
             max_attempts=reader.get("KILLREPORT_MAX_ATTEMPTS", positive(int), cls.max_attempts),
         )
 

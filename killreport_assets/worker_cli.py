@@ -49,7 +49,7 @@ def configure_worker_parser(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="jobs run in parallel, and the prefetch of each nightly queue; enrichment gets a quarter "
-        "more on top (default: KILLREPORT_WORKER_CONCURRENCY, 20)",
+        "more on top (default: KILLREPORT_WORKER_CONCURRENCY, else as KILLREPORT_ESI_CONCURRENCY)",
     )
     parser.add_argument(
         "--drain-timeout",

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from killreport_assets.esi import EsiConfig
+from killreport_assets.settings import RefreshSettings, WorkerSettings, esi_config
 
 
 def test_defaults() -> None:
@@ -46,3 +47,34 @@ def test_defaults() -> None:
 def test_invalid_values_name_the_field(options: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         EsiConfig(**{"contact": "ops@example.com", **options})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, (20, 20, 20)),  # the default budget, 50 req/s
+        ({"KILLREPORT_ESI_MAX_RPS": "100"}, (40, 40, 40)),  # 100 req/s x 0.4 s in flight
+        ({"KILLREPORT_ESI_MAX_RPS": "10"}, (20, 20, 20)),  # never fewer than 20
+        ({"KILLREPORT_ESI_MAX_RPS": "100000"}, (50, 50, 50)),  # never more than 50 unless told
+        ({"KILLREPORT_ESI_MAX_RPS": "100", "KILLREPORT_ESI_CONCURRENCY": "25"}, (25, 25, 25)),
+        (
+            {
+                "KILLREPORT_ESI_MAX_RPS": "100",
+                "KILLREPORT_EMBEDDED_WORKERS": "7",
+                "KILLREPORT_WORKER_CONCURRENCY": "9",
+            },
+            (40, 7, 9),
+        ),
+    ],
+)
+def test_concurrency_follows_the_budget_unless_set(
+    environ: dict[str, str], expected: tuple[int, int, int]
+) -> None:
+    """Holding a budget takes budget x round trip requests in flight (Little's law): the ESI client's
+    concurrency and the job threads of both modes default to what the budget needs."""
+    got = (
+        esi_config(environ).max_concurrency,
+        RefreshSettings.from_env(environ).embedded_workers,
+        WorkerSettings.from_env(environ).concurrency,
+    )
+    assert got == expected

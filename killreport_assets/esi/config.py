@@ -13,6 +13,20 @@ MIN_COMPATIBILITY_DATE = date(2026, 7, 21)
 ESI_ERROR_BUDGET = 100
 # Errors per window the fleet leaves untouched when no reserve is set.
 DEFAULT_ERROR_RESERVE = 10
+# Seconds one job keeps its thread busy once its send slot comes: ESI's round trip from far away
+# (~200 ms outside Europe) plus the database reads and writes around it. By Little's law, holding a
+# budget of R requests a second takes R x this many requests in flight.
+JOB_SECONDS = 0.4
+# Bounds of the derived concurrency: below 20 a short stall of a few threads shows in the rate;
+# above 50 (a budget over 125 req/s) threads and database connections cost more than they bring
+# on a small machine, and an operator who grants that much sets KILLREPORT_ESI_CONCURRENCY.
+MIN_CONCURRENCY, MAX_CONCURRENCY = 20, 50
+
+
+def concurrency_for(max_requests_per_second: float) -> int:
+    """Requests a process keeps in flight unless told: enough for it alone to hold the fleet's
+    budget when each job takes `JOB_SECONDS` (20 at 50 req/s, 40 at 100), within 20 to 50."""
+    return min(MAX_CONCURRENCY, max(MIN_CONCURRENCY, math.ceil(max_requests_per_second * JOB_SECONDS)))
 
 
 @dataclass(frozen=True, kw_only=True)
