@@ -218,6 +218,8 @@ class EsiGovernor:
         with self._lock:
             fresh = now - self._peers_read < 1.0
             cached = self._peer_pause
+            if not fresh:  # this thread reads; the others keep the last answer meanwhile
+                self._peers_read = now
         if not fresh:
             try:
                 found = self._peers()

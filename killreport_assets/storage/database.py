@@ -28,6 +28,8 @@ _MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill": any constant shared by every process
 
 # A pooled connection idle longer than this is pinged before use (see `_ping_when_idle`).
 IDLE_PING_SECONDS = 1.0
+# Connections of the autocommit pool for the hot path's single statements (`statement_engine`).
+STATEMENT_CONNECTIONS = 10
 
 _migrated: set[str] = set()
 _migrated_lock = threading.Lock()
@@ -60,14 +62,22 @@ def statement_engine(engine: sa.Engine) -> sa.Engine:
     and cache reads, the fleet's bookings): no BEGIN before and no ROLLBACK after each, and no
     isolation-level switch on every checkout as `execution_options(isolation_level=...)` on the
     shared pool costs (measured: 190-240 us a read against 320-430 us). SQLite: `engine` itself
-    (one file, and its pool is not where the time goes)."""
+    (one file, and its pool is not where the time goes).
+
+    At most `STATEMENT_CONNECTIONS` connections however many threads share it: a statement holds
+    one for well under a millisecond, and the job threads of a process (up to 50 each) all asking
+    at a step's start would otherwise open one each, which four workers and the run together
+    would take past PostgreSQL's default of 100 connections."""
     if engine.dialect.name != "postgresql":
         return engine
     url = engine.url.render_as_string(hide_password=False)
-    return _engine(url, pool_size=engine.pool.size(), autocommit=True)  # type: ignore[attr-defined]
+    size = min(engine.pool.size(), STATEMENT_CONNECTIONS)  # type: ignore[attr-defined]
+    return _engine(url, pool_size=size, max_overflow=0, autocommit=True)
 
 
-def _engine(url: str, *, pool_size: int, autocommit: bool = False) -> sa.Engine:
+def _engine(
+    url: str, *, pool_size: int, max_overflow: int | None = None, autocommit: bool = False
+) -> sa.Engine:
     real_url = sqlalchemy_url(url)
     if real_url.startswith("sqlite"):
         path = sa.engine.make_url(real_url).database
@@ -84,7 +94,7 @@ def _engine(url: str, *, pool_size: int, autocommit: bool = False) -> sa.Engine:
         executemany_mode="values_plus_batch",
         executemany_batch_page_size=500,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         connect_args={
             "connect_timeout": 10,
             "application_name": "killreport_assets",
@@ -194,5 +204,7 @@ def head_revision() -> str | None:
 
 
 def is_disconnect(exc: BaseException) -> bool:
-    """The database is unreachable (not: it refused this data)."""
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    """The database is unreachable (not: it refused this data). A pool that found no free connection
+    in time (`sa.exc.TimeoutError`) counts: its connections are held by statements the database
+    stopped answering."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
