@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import sqlalchemy as sa
 
 from killreport_assets.storage import tables
 from killreport_assets.storage.sql import utcnow
+
+if TYPE_CHECKING:  # pandas is imported where a figure is made, not by every process that stores data
+    import pandas as pd
 
 _alliances = tables.alliances
 _corporations = tables.corporations
@@ -102,6 +105,8 @@ class Reports:
     def movers(self, of: str, day: dt.date, limit: int = 10) -> pd.DataFrame:
         """The `limit` largest member-count changes between `day`'s snapshot and the one before it
         (`of`: "alliance" or "corporation"): id, name, before, after, change; empty on the first day."""
+        import pandas as pd
+
         snapshots, key, entity = tables.SNAPSHOTS[of]
         previous = (
             sa.select(sa.func.max(snapshots.c.snapshot_date))
@@ -130,6 +135,8 @@ class Reports:
     def largest_alliances_history(self, top: int = 8, days: int = 60) -> pd.DataFrame:
         """Member counts of today's `top` largest open alliances over the last `days` days of
         snapshots: one row per date, one column per alliance (by name)."""
+        import pandas as pd
+
         snapshots = tables.alliance_snapshots
         latest = sa.select(sa.func.max(snapshots.c.snapshot_date)).scalar_subquery()
         largest = (
@@ -169,6 +176,8 @@ class Reports:
 
     def sample(self, table: str, *, snapshot_date: dt.date | None = None, limit: int = 10) -> pd.DataFrame:
         """The first `limit` rows of a contract table, in the order that shows the interesting ones."""
+        import pandas as pd
+
         source, columns, order = _SAMPLES[table]
         query = sa.select(*(source.c[c] for c in columns)).order_by(*order).limit(limit)
         if snapshot_date is not None:
