@@ -33,8 +33,8 @@ class DatabaseResource(dg.ConfigurableResource):
     def storage(self) -> Storage:
         if self._storage is None:
             url = database_url({"KILLREPORT_DATABASE_URL": self.url} if self.url else None)
-            # a connection for each embedded job thread's ledger and cache reads, the writer, the
-            # step's wait loop and the ESI fleet's bookings: a smaller pool makes job threads queue
+            # job threads use this pool when an attempt is retried or a lease re-read; their ledger
+            # and cache reads go through the statement pool (at most 10, `statement_engine`)
             workers = RefreshSettings.from_env().embedded_workers
             self._storage = Storage.open(url, pool_size=workers + 4)
         return self._storage

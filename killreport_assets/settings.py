@@ -121,7 +121,7 @@ class RefreshSettings:
     failure_threshold: float = 0.01
     max_close_share: float = 0.05
     revalidate_days: int = 7
-    embedded_workers: int = 20
+    embedded_workers: int = concurrency_for(EsiConfig.max_requests_per_second)  # from_env: the budget's
     lease_ttl: float = 120.0  # seconds without a heartbeat after which a step's run counts as dead
     ledger_days: int = 30  # refresh ledger rows are kept this long
     cache_days: int = 30  # ESI answers not renewed for this long are dropped
@@ -184,7 +184,7 @@ class BrokerSettings:
 class WorkerSettings:
     """What only `killreport worker` reads."""
 
-    concurrency: int = 20
+    concurrency: int = concurrency_for(EsiConfig.max_requests_per_second)  # from_env: the budget's
     max_attempts: int = 3
 
     @classmethod

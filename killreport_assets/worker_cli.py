@@ -79,7 +79,8 @@ def run_worker(args: argparse.Namespace) -> int:
         lease_ttl=settings.refresh.lease_ttl,
     )
     try:
-        # a connection for each job thread's ledger check, plus the writer's
+        # job threads use this pool when an attempt is retried or a lease re-read, beside the writer;
+        # their ledger and cache reads go through the statement pool (at most 10)
         storage = Storage.open(settings.database_url, pool_size=options.concurrency + 2)
     except DatabaseError as exc:
         print(f"killreport worker: {exc}", file=sys.stderr)
